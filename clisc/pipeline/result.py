@@ -1,0 +1,28 @@
+"""What one method x seed run produces; the contract between the runner, MLflow tracking and reports."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class MethodResult:
+    """One method evaluated with one seed.
+
+    ``per_case`` has the columns of docs/DESIGN.md: ``case_id, dsc (%), hd95 (mm), gt_voxels,
+    size_group, empty``. ``params`` are the resolved settings (flat ``section.name -> value``);
+    ``tags`` hold provenance: ``protocol``, ``gt_switches`` (comma list or "none"), ``label_free``
+    ("true"/"false"), ``weights`` (``name=sha256`` or ``name=random`` pairs), ``dataset``
+    (fingerprint), ``synthetic_data`` ("true"/"false"), ``profile``, ``git_commit``.
+    """
+
+    method: str
+    seed: int
+    per_case: pd.DataFrame
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    stage_times: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
