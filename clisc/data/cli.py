@@ -1,0 +1,88 @@
+"""``clisc data synth|check|split|preprocess``: dataset commands."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from clisc.data.check import check_dataset
+from clisc.data.discovery import dataset_fingerprint, discover_cases
+from clisc.data.preprocessing import MODES, PreprocessedStore, PreprocessSettings, load_volumes
+from clisc.data.split import (SPLITS, check_split_matches, import_public_split, load_or_create_split,
+                              write_split_csv)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from clisc.data.synth import synthesize_dataset
+
+    start = time.perf_counter()
+    synthesize_dataset(Path(args.out), args.cases, args.seed)
+    print(f"wrote {args.cases} synthetic cases to {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    checks = check_dataset(args.dir, require_seg=not args.no_seg)
+    bad = [c for c in checks if not c.ok]
+    for check in bad:
+        print(f"{check.case_id}: {check.reason}")
+    print(f"{len(checks) - len(bad)} good, {len(bad)} bad ({time.perf_counter() - start:.1f} s)")
+    return 1 if bad else 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    if args.import_public:
+        cases = discover_cases(args.dir)
+        split = import_public_split(*args.import_public)
+        out = Path(args.out) if args.out else Path("splits") / f"{dataset_fingerprint(cases)}_public.csv"
+        check_split_matches(split, [c.case_id for c in cases], args.import_public[0])
+        path = write_split_csv(out, split)
+    else:
+        split, path = load_or_create_split(args.dir, args.seed, args.out)
+    counts = " / ".join(f"{name} {len(split[name])}" for name in SPLITS)
+    print(f"{counts}: {path}")
+    return 0
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    settings = PreprocessSettings(mode=args.mode, target_spacing=args.target_spacing)
+    cases = discover_cases(args.dir)
+    start = time.perf_counter()
+    load_volumes(cases, settings, args.cache, progress=True)
+    where = PreprocessedStore(args.cache, settings).directory
+    print(f"preprocessed {len(cases)} cases in {time.perf_counter() - start:.1f} s: {where}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``clisc data`` and its subcommands; each handler is stored in ``args.func``."""
+    data = subparsers.add_parser("data", help="BraTS data: synthesise, check, split, preprocess")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+
+    synth = commands.add_parser("synth", help="write a synthetic BraTS-layout dataset")
+    synth.add_argument("--out", required=True, help="folder to create")
+    synth.add_argument("--cases", type=int, default=20, help="number of cases")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_synth)
+
+    check = commands.add_parser("check", help="validate every case; exit 1 if any is bad")
+    check.add_argument("dir", help="dataset folder")
+    check.add_argument("--no-seg", action="store_true", help="segmentations are optional")
+    check.set_defaults(func=_check)
+
+    split = commands.add_parser("split", help="make (or reuse) the train/valid/test split CSV")
+    split.add_argument("dir", help="dataset folder")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--out", help="split CSV (default splits/<dataset fingerprint>_seed<seed>.csv)")
+    split.add_argument("--import-public", nargs=3, metavar=("TRAIN", "VALID", "TEST"),
+                       help="the public code's train/valid/test CSVs (image_pth,mask_pth)")
+    split.set_defaults(func=_split)
+
+    prep = commands.add_parser("preprocess", help="fill the preprocessing cache")
+    prep.add_argument("dir", help="dataset folder")
+    prep.add_argument("--cache", required=True, help="cache root")
+    prep.add_argument("--mode", choices=MODES, default="paper")
+    prep.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+                      help="resample to isotropic MM (default: native spacing)")
+    prep.set_defaults(func=_preprocess)

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real BraTS sample (skipped when absent) and tiny synthetic BraTS folders."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+BRATS_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats-sample"
+TINY_SHAPE = (32, 32, 24)
+TINY_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 31.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+def write_brats_case(root: Path, case_id: str, seed: int = 0, shape: tuple[int, int, int] = TINY_SHAPE,
+                     suffix: str = ".nii.gz") -> tuple[Path, Path]:
+    """Write ``root/<case>/<case>_flair`` (int16) and ``_seg`` (uint8, labels 1/2/4 in a blob).
+
+    The brain is an ellipsoid of intensity ~100 with zero background, the tumour a bright sphere
+    (radius ~ shape/6) inside it. Returns the (flair, seg) paths.
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"))
+    centre = np.array(shape, dtype=float)[:, None, None, None] / 2
+    radii = np.array(shape, dtype=float)[:, None, None, None] * 0.4
+    brain = (((grid - centre) / radii) ** 2).sum(0) <= 1
+    tumour_centre = centre + rng.uniform(-0.15, 0.15, size=(3, 1, 1, 1)) * radii
+    distance = np.sqrt(((grid - tumour_centre) ** 2).sum(0))
+    radius = min(shape) / 6
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[(distance <= radius) & brain] = 2
+    seg[(distance <= 0.6 * radius) & brain] = 1
+    seg[(distance <= 0.3 * radius) & brain] = 4
+    flair = np.where(brain, rng.normal(100, 10, size=shape), 0.0)
+    flair[seg > 0] += 120
+    folder = root / case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    flair_path, seg_path = folder / f"{case_id}_flair{suffix}", folder / f"{case_id}_seg{suffix}"
+    nib.save(nib.Nifti1Image(np.clip(flair, 1, None).astype(np.int16) * brain, TINY_AFFINE), flair_path)
+    nib.save(nib.Nifti1Image(seg, TINY_AFFINE), seg_path)
+    return flair_path, seg_path
+
+
+@pytest.fixture
+def brats_sample() -> Path:
+    """The 12 real BraTS 2018 cases in ``<repo>/../shared/data/brats-sample``; skips when absent."""
+    if not BRATS_SAMPLE.is_dir():
+        pytest.skip(f"BraTS sample not found at {BRATS_SAMPLE}")
+    return BRATS_SAMPLE
+
+
+@pytest.fixture
+def tiny_brats_dir(tmp_path: Path) -> Path:
+    """A folder with 3 synthetic cases ``BraTS20_Training_001..003`` (32x32x24) in BraTS2020 layout."""
+    root = tmp_path / "brats"
+    for index in range(1, 4):
+        write_brats_case(root, f"BraTS20_Training_{index:03d}", seed=index)
+    return root
+
+
+@pytest.fixture
+def brats_case_writer() -> Callable[..., tuple[Path, Path]]:
+    """:func:`write_brats_case` for tests that need other names, shapes or suffixes."""
+    return write_brats_case
