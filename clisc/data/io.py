@@ -46,7 +46,8 @@ def _read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)
     except _READ_ERRORS as err:
-        raise DataError(path, f"unreadable NIfTI file ({type(err).__name__}: {_one_line(err)})") from err
+        detail = _one_line(err).replace(f"'{path}'", "it").replace(str(path), "it")
+        raise DataError(path, f"unreadable NIfTI file ({type(err).__name__}: {detail})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
