@@ -1,0 +1,298 @@
+"""3D U-Net stage: build, train on (pseudo-)labels, predict whole volumes.
+
+Paper (section 3.1): a 3D U-Net (Cicek et al.) with 128^3 input, four down/up-samplings, channels
+(16, 32, 64, 128, 256), SGD lr 0.01, batch 2, 400 epochs. Public code (METHOD.md section 3): random
+rot90/flip, random 128^3 crop at native resolution, cross-entropy only, momentum 0.9, weight decay
+1e-4, poly decay (power 0.9) per iteration, checkpoint chosen on ground-truth validation Dice, and
+inference by resizing the whole volume to 128^3 and back.
+
+Volumes are ``XxYxZ`` numpy arrays (images float32, labels uint8 0/1); torch batches ``BxCxXxYxZ``.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage as ndi
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialPadd
+from torch import nn
+from tqdm import tqdm
+
+from clisc.cache import atomic_write_bytes, stable_hash
+from clisc.errors import DataError
+from clisc.stages.unet_official import OfficialUNet3D
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "unet_training.pt"
+NUM_CLASSES = 2
+
+
+@dataclass(frozen=True)
+class UNetSettings:
+    """How the 3D U-Net is built, trained and applied (defaults: the paper / public code)."""
+
+    network: str = "monai"  # "monai" | "official" (port of the public code's unet_3D)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    batch_size: int = 2
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    epochs: int = 400
+    iterations_per_epoch: int | None = None  # None: one pass over the training volumes
+    inference: str = "sliding"  # "sliding" | "resize" (the code's whole-volume resize)
+    sw_overlap: float = 0.5
+    select_on_gt_validation: bool = False  # official: keep the epoch with the best validation Dice
+
+
+def build_unet(settings: UNetSettings) -> nn.Module:
+    """A 3D U-Net ``Bx1xXxYxZ -> Bx2xXxYxZ`` (logits); X, Y, Z divisible by 2^(levels-1).
+
+    "monai": ``monai.networks.nets.UNet`` with instance norm and ReLU; ``num_res_units=2`` so that
+    every level holds two 3x3x3 convolutions, as Cicek's blocks do (MONAI down-samples with a strided
+    convolution and up-samples with a transposed one instead of max-pool / up-convolution).
+    "official": the public code's network (:class:`OfficialUNet3D`).
+    """
+    if settings.network == "monai":
+        return UNet(spatial_dims=3, in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels,
+                    strides=(2,) * (len(settings.channels) - 1), num_res_units=2, norm="INSTANCE",
+                    act="RELU")
+    if settings.network == "official":
+        return OfficialUNet3D(in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels)
+    raise ValueError(f"unknown network {settings.network!r}; expected 'monai' or 'official'")
+
+
+def binary_dice(first: np.ndarray, second: np.ndarray) -> float:
+    """Dice in [0, 1] of two ``XxYxZ`` masks (non-zero = foreground); 1.0 when both are empty."""
+    a, b = np.asarray(first) > 0, np.asarray(second) > 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component of an ``XxYxZ`` mask, same dtype; empty stays empty.
+
+    Of several equally large components the one met first in C order is kept.
+    """
+    foreground = np.asarray(mask) > 0
+    components, count = ndi.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return foreground.astype(mask.dtype)
+    sizes = np.bincount(components.ravel())[1:]
+    return (components == int(np.argmax(sizes)) + 1).astype(mask.dtype)
+
+
+def training_transform(patch_size: tuple[int, int, int]) -> Compose:
+    """MONAI pipeline on ``{"image": 1xXxYxZ, "label": 1xXxYxZ}``: pad, random crop, rot90, flips.
+
+    Volumes smaller than the patch are zero-padded (symmetrically) to it; the crop is taken at native
+    resolution; k x 90 degrees in the axial (X, Y) plane with k uniform in 0..3; independent flips of
+    X and Y with probability 1/2 each. (The code rotates/flips the first two axes of SimpleITK's
+    ZxYxX arrays; the axial plane is used here.) Seed it with ``set_random_state``.
+    """
+    keys = ("image", "label")
+    return Compose([
+        SpatialPadd(keys, spatial_size=patch_size, mode="constant"),
+        RandSpatialCropd(keys, roi_size=patch_size, random_size=False),
+        RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+    ])
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for one epoch, so an epoch's draws do not depend on the epochs before it."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _batch_order(n_volumes: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
+    """``steps x batch_size`` volume indices: concatenated random permutations of the volumes."""
+    rng = np.random.default_rng(seed)
+    needed = steps * batch_size
+    order = np.concatenate([rng.permutation(n_volumes) for _ in range(math.ceil(needed / n_volumes))])
+    return order[:needed].reshape(steps, batch_size)
+
+
+def _load_batch(transform: Compose, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented patches: images ``Bx1xPxPxP`` float32 and labels ``BxPxPxP`` int64."""
+    samples = [transform({"image": np.asarray(images[i], np.float32)[None],
+                          "label": np.asarray(labels[i], np.uint8)[None]}) for i in indices]
+    image_batch = torch.stack([torch.as_tensor(np.asarray(s["image"]), dtype=torch.float32) for s in samples])
+    label_batch = torch.stack([torch.as_tensor(np.asarray(s["label"]), dtype=torch.int64)[0] for s in samples])
+    return image_batch.to(device), label_batch.to(device)
+
+
+def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], settings: UNetSettings,
+                 seed: int, with_validation: bool) -> str:
+    """Identifies a training run, so that a checkpoint is only resumed by the same run."""
+    content = [(tuple(img.shape), float(np.asarray(img, np.float64).sum()), int((np.asarray(lab) > 0).sum()))
+               for img, lab in zip(images, labels)]
+    return stable_hash({"settings": settings, "seed": seed, "data": content, "validation": with_validation})
+
+
+def _validate(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        if np.shape(img) != np.shape(lab) or np.ndim(img) != 3:
+            raise ValueError(f"volume {i}: image {np.shape(img)} and label {np.shape(lab)} must be equal XxYxZ")
+
+
+def _check_patch(settings: UNetSettings) -> None:
+    factor = 2 ** (len(settings.channels) - 1)
+    if any(p % factor for p in settings.patch_size):
+        raise ValueError(f"patch_size {settings.patch_size} must be divisible by {factor}")
+    if settings.patch_size[0] != settings.patch_size[1]:
+        raise ValueError(f"patch_size {settings.patch_size}: X and Y must match for axial rot90")
+
+
+def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], settings: UNetSettings, seed: int,
+               device: str | torch.device = "cpu",
+               val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+               progress: bool = True, checkpoint_dir: Path | None = None,
+               on_epoch_end: Callable[[int, float], None] | None = None) -> nn.Module:
+    """Train a 3D U-Net on ``XxYxZ`` float32 images and ``XxYxZ`` uint8 labels; returns it in eval mode.
+
+    Each step draws ``batch_size`` volumes (a fresh random permutation per pass), crops a random
+    ``patch_size`` patch of each (see :func:`training_transform`), and takes one SGD step on the
+    cross-entropy loss with lr ``lr * (1 - it / max_it) ** poly_power``. All randomness (weights,
+    order, augmentation, dropout) derives from ``seed`` and the epoch number, so training is
+    deterministic on CPU and resuming gives the same result as not stopping.
+
+    With ``settings.select_on_gt_validation`` and ``val`` (images, ground-truth labels) the weights
+    of the epoch with the best mean validation Dice are returned (the public code's ground-truth use;
+    it validates every 200 iterations, here after every epoch); otherwise those of the last epoch.
+    With ``checkpoint_dir``, model, optimiser, epoch and best weights are written atomically after
+    every epoch and training resumes from them when present. ``on_epoch_end(epoch, mean_loss)``
+    (epochs count from 1) is called after that save.
+    """
+    _validate(images, labels)
+    _check_patch(settings)
+    device = torch.device(device)
+    select = settings.select_on_gt_validation and val is not None
+    if select:
+        _validate(*val)
+    steps = settings.iterations_per_epoch or math.ceil(len(images) / settings.batch_size)
+    max_iterations = settings.epochs * steps
+    transform = training_transform(settings.patch_size)
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        model = build_unet(settings).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                    weight_decay=settings.weight_decay)
+        state = {"epoch": 0, "best_dice": -1.0, "best_model": None}
+        checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        fingerprint = _fingerprint(images, labels, settings, seed, select)
+        if checkpoint is not None and checkpoint.exists():
+            state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, device)
+            log.info("resuming U-Net training from %s after epoch %d", checkpoint, state["epoch"])
+        loss_fn = nn.CrossEntropyLoss()
+        epochs = tqdm(range(state["epoch"], settings.epochs), desc="3D U-Net", disable=not progress,
+                      initial=state["epoch"], total=settings.epochs)
+        for epoch in epochs:
+            model.train()
+            epoch_seed = _epoch_seed(seed, epoch)
+            torch.manual_seed(epoch_seed)
+            transform.set_random_state(seed=epoch_seed)
+            losses = []
+            for step, batch in enumerate(_batch_order(len(images), steps, settings.batch_size, epoch_seed)):
+                lr = settings.lr * (1.0 - (epoch * steps + step) / max_iterations) ** settings.poly_power
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                image_batch, label_batch = _load_batch(transform, images, labels, batch, device)
+                loss = loss_fn(model(image_batch), label_batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            mean_loss = float(np.mean(losses))
+            state["epoch"] = epoch + 1
+            if select:
+                dice = float(np.mean([binary_dice(predict_volume(model, img, settings, device), lab)
+                                      for img, lab in zip(*val)]))
+                if dice > state["best_dice"]:
+                    state["best_dice"] = dice
+                    state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                log.info("epoch %d: loss %.4f, validation Dice %.4f", epoch + 1, mean_loss, dice)
+            else:
+                log.info("epoch %d: loss %.4f", epoch + 1, mean_loss)
+            epochs.set_postfix(loss=f"{mean_loss:.4f}")
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, fingerprint, model, optimizer, state)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, mean_loss)
+    if select and state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    return model.eval()
+
+
+def _save_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     state: dict) -> None:
+    """Write model, optimiser and progress so that a reader sees the old or the whole new file."""
+    buffer = io.BytesIO()
+    torch.save({"fingerprint": fingerprint, "epoch": state["epoch"], "best_dice": state["best_dice"],
+                "best_model": state["best_model"], "model": model.state_dict(),
+                "optimizer": optimizer.state_dict()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     device: torch.device) -> dict:
+    """Restore model and optimiser from ``path``; the run's progress is returned."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a truncated or foreign file: the user must remove it
+        raise DataError(path, f"unreadable U-Net checkpoint ({error.__class__.__name__}); delete it to restart") from error
+    if saved.get("fingerprint") != fingerprint:
+        raise DataError(path, "checkpoint belongs to another training run (settings, seed or data differ); "
+                              "delete it or use another checkpoint_dir")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    return {"epoch": int(saved["epoch"]), "best_dice": float(saved["best_dice"]), "best_model": saved["best_model"]}
+
+
+def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
+                   device: str | torch.device = "cpu") -> np.ndarray:
+    """Label map ``XxYxZ`` uint8 (argmax of the two classes) of an ``XxYxZ`` float32 image.
+
+    "sliding": MONAI sliding-window inference, window ``patch_size``, overlap ``sw_overlap``, gaussian
+    blending (a volume smaller than the window is padded). "resize": the public code's
+    ``test_single_volume``: ``scipy.ndimage.zoom`` of the whole image to ``patch_size`` with order 0
+    (nearest, as the code does for the image too), one forward pass, and order-0 zoom of the label
+    map back to the image's shape.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    image = np.asarray(image, dtype=np.float32)
+    with torch.no_grad():
+        if settings.inference == "sliding":
+            tensor = torch.from_numpy(image)[None, None].to(device)
+            logits = sliding_window_inference(tensor, roi_size=settings.patch_size, sw_batch_size=settings.batch_size,
+                                              predictor=model, overlap=settings.sw_overlap, mode="gaussian")
+            prediction = torch.as_tensor(logits).argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        elif settings.inference == "resize":
+            factors = [p / s for p, s in zip(settings.patch_size, image.shape)]
+            small = ndi.zoom(image, factors, order=0)
+            logits = model(torch.from_numpy(small)[None, None].to(device))
+            small_labels = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+            back = [s / p for s, p in zip(image.shape, small_labels.shape)]
+            prediction = ndi.zoom(small_labels, back, order=0)
+        else:
+            raise ValueError(f"unknown inference {settings.inference!r}; expected 'sliding' or 'resize'")
+    model.train(was_training)
+    if prediction.shape != image.shape:
+        raise RuntimeError(f"prediction {prediction.shape} does not match image {image.shape}")
+    return prediction
