@@ -1,0 +1,145 @@
+"""Stage 1: CLIP zero-shot slice labels (paper section 2.1.1, METHOD.md sections 2.1 and 3).
+
+Each axial slice ``image[:, :, z]`` is scored against two prompts; the tumour probability is the
+softmax over ``logit_scale * cosine`` of the (normal, tumour) prompts, index 1 = tumour. Labels are
+1 (tumour), 0 (normal) or -1 (dropped by the code's confidence filter). The code's z smoothing and
+its PIL truncation of the z-scored slice are switches, off by default (paper protocol).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+NORMAL_PROMPT = ("an image of brain tissue showing typical signal intensity without any regions of "
+                 "abnormal intensity or suspicious mass")
+TUMOUR_PROMPT = ("an image of brain tissue showing a tumor with uneven hyperintensity and irregular "
+                 "borders distinct from surroundings")
+
+DROPPED = -1
+
+
+class ClipLike(Protocol):
+    """What stage 1 needs from a CLIP model (``clisc.foundation.clip.ClipModel``)."""
+
+    logit_scale: float
+    image_size: int
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class SliceLabelSettings:
+    """Stage-1 switches. Paper defaults; the code uses ``min_confidence=0.6``, ``z_smoothing=True``
+    and ``pil_truncation=True``."""
+
+    min_confidence: float | None = None
+    z_smoothing: bool = False
+    pil_truncation: bool = False
+    batch_size: int = 32
+
+
+def minmax_slices(slices: np.ndarray) -> np.ndarray:
+    """Scale each slice of ``NxHxW`` to [0, 1] by its own min and max (a constant slice -> 0)."""
+    x = np.asarray(slices, dtype=np.float32)
+    low = x.min(axis=(1, 2), keepdims=True)
+    span = x.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (x - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+
+def resize_slices(slices: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``NxHxW`` slices to ``Nx3xSxS`` (bilinear, antialiased, 3 identical channels)."""
+    x = torch.as_tensor(np.asarray(slices, dtype=np.float32))[:, None]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.expand(-1, 3, -1, -1).contiguous()
+
+
+def slices_for_clip(slices: np.ndarray, image_size: int, pil_truncation: bool = False) -> torch.Tensor:
+    """CLIP input ``Nx3xSxS`` in [0, 1] from float slices ``NxHxW`` (S = ``image_size``).
+
+    Default: min-max per slice, then resize (the whole slice is stretched to SxS, no centre crop).
+    ``pil_truncation`` reproduces the code, which hands the z-scored float slice to PIL: the slice is
+    resized as floats, then PIL's float-to-8-bit conversion truncates to integers in [0, 255]
+    (negatives -> 0), and ``ToTensor`` divides by 255.
+    """
+    if not pil_truncation:
+        return resize_slices(minmax_slices(slices), image_size).clamp_(0.0, 1.0)
+    resized = resize_slices(slices, image_size)
+    return torch.floor(resized.clamp(0.0, 255.0)) / 255.0
+
+
+@torch.no_grad()
+def tumour_probability(clip: ClipLike, slices: np.ndarray, settings: SliceLabelSettings) -> np.ndarray:
+    """P(tumour) per slice, ``N`` float32, for float slices ``NxHxW`` (softmax over the two prompts)."""
+    text = clip.encode_text([NORMAL_PROMPT, TUMOUR_PROMPT])  # 2xD
+    probs = []
+    for start in range(0, len(slices), settings.batch_size):
+        batch = slices_for_clip(slices[start:start + settings.batch_size], clip.image_size,
+                                settings.pil_truncation)
+        features = clip.encode_images(batch.to(text.device, text.dtype))  # BxD
+        logits = float(clip.logit_scale) * features @ text.T  # Bx2
+        probs.append(logits.softmax(dim=-1)[:, 1].float().cpu().numpy())
+    return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+
+
+def labels_from_probs(p: np.ndarray, min_confidence: float | None = None) -> np.ndarray:
+    """Labels ``N`` int8 from P(tumour) ``N``: argmax (a tie -> normal, like ``np.argmax``); with
+    ``min_confidence`` a slice whose winning probability is below it gets -1 (the code: 0.6, kept
+    when ``>=``)."""
+    p = np.asarray(p, dtype=np.float64)
+    labels = (p > 0.5).astype(np.int8)
+    if min_confidence is not None:
+        labels[np.maximum(p, 1.0 - p) < min_confidence] = DROPPED
+    return labels
+
+
+def smooth_labels_z(labels: np.ndarray) -> np.ndarray:
+    """The code's z smoothing of one volume's labels ``Z`` int8 (-1 = dropped), returned as ``Z`` int8.
+
+    Exact rule: let ``kept`` be the slices with label != -1, in z order, and ``i`` a position in
+    that list. Its neighbours are the list positions ``j`` with ``0 < |i - j| <= 5`` (up to 5 kept
+    slices on each side) whose z index differs from slice ``i``'s by at most 6. If there are more
+    than 8 neighbours (9 or 10), the slice's label becomes 1 when strictly more neighbours are 1
+    than 0, else 0 (a tie gives 0). Neighbours vote with their original labels (all slices are
+    updated simultaneously). Dropped slices stay -1 and never vote.
+    """
+    labels = np.asarray(labels, dtype=np.int8)
+    z_kept = np.flatnonzero(labels != DROPPED)
+    votes = labels[z_kept]
+    out = labels.copy()
+    for i, z in enumerate(z_kept):
+        window = [j for j in range(max(0, i - 5), min(len(z_kept), i + 6))
+                  if j != i and abs(int(z_kept[j]) - int(z)) <= 6]
+        if len(window) > 8:
+            tumour = int(votes[window].astype(np.int64).sum())
+            out[z] = 1 if tumour > len(window) - tumour else 0
+    return out
+
+
+def label_volume(clip: ClipLike, image: np.ndarray, settings: SliceLabelSettings) -> np.ndarray:
+    """Stage-1 labels ``Z`` int8 of a volume ``XxYxZ`` (axial slices ``image[:, :, z]``).
+
+    A slice without contrast (max == min: all background, zero or z-scored) gets 0 without asking
+    CLIP; it counts as a kept normal slice in the z smoothing.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    slices = np.moveaxis(image, 2, 0)  # ZxXxY
+    has_content = (slices.max(axis=(1, 2)) > slices.min(axis=(1, 2)))
+    labels = np.zeros(slices.shape[0], dtype=np.int8)
+    if has_content.any():
+        p = tumour_probability(clip, slices[has_content], settings)
+        labels[has_content] = labels_from_probs(p, settings.min_confidence)
+    if settings.z_smoothing:
+        labels = smooth_labels_z(labels)
+    logger.debug("slice labels: %d tumour, %d normal, %d dropped", (labels == 1).sum(),
+                 (labels == 0).sum(), (labels == DROPPED).sum())
+    return labels
