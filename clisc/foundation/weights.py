@@ -113,16 +113,17 @@ def _expected(spec: WeightSpec) -> str | None:
     return spec.sha256 or spec.sha256_prefix
 
 
-def _check_file(spec: WeightSpec, path: Path) -> str:
-    """Verify size and hash of ``path`` against ``spec``; return its SHA-256 or raise WeightsError."""
+def _check_file(spec: WeightSpec, path: Path, shown: str | None = None) -> str:
+    """Verify size and hash of ``path`` (called ``shown`` in errors) against ``spec``; return its SHA-256."""
+    shown = shown or str(path)
     size = path.stat().st_size
     if spec.size_bytes is not None and size != spec.size_bytes:
-        raise WeightsError(f"{path}: {size} bytes, expected {spec.size_bytes} for {spec.name} "
+        raise WeightsError(f"{shown}: {size} bytes, expected {spec.size_bytes} for {spec.name} "
                            f"(incomplete or wrong file); replace it with {spec.url}")
     digest = cached_sha256(path)
     expected = _expected(spec)
     if expected is not None and not digest.startswith(expected):
-        raise WeightsError(f"{path}: sha256 {digest} does not match {spec.name}'s expected {expected}; "
+        raise WeightsError(f"{shown}: sha256 {digest} does not match {spec.name}'s expected {expected}; "
                            f"replace it with {spec.url}")
     return digest
 
@@ -161,10 +162,7 @@ def _download(spec: WeightSpec, target: Path, progress: bool) -> None:
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
             raise WeightsError(f"cannot download {spec.url} ({_download_reason(e)}); "
                                f"place {spec.filename} at {target} or pass its path") from None
-        try:
-            _check_file(spec, tmp)
-        except WeightsError as e:
-            raise WeightsError(f"download of {spec.url} refused and deleted: {e}") from None
+        _check_file(spec, tmp, shown=f"download of {spec.url} (deleted)")  # finally removes it
         os.replace(tmp, target)
         os.replace(_sidecar(tmp), _sidecar(target))
     finally:
