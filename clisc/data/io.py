@@ -1,7 +1,6 @@
 """Load one BraTS case (FLAIR + segmentation) and validate it; every problem is a one-line DataError."""
 from __future__ import annotations
 
-import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,6 @@ from nibabel.spatialimages import HeaderDataError
 
 from clisc.data.discovery import CaseFiles
 from clisc.errors import DataError
-
-log = logging.getLogger(__name__)
 
 VALID_LABELS = (0, 1, 2, 4)
 AFFINE_ATOL = 1e-3
