@@ -132,19 +132,20 @@ def load_sam(arch: str = "vit_b", weights: str | Path = "pretrained", device: st
     if arch not in SAM_ARCHS:
         raise WeightsError(f"unknown SAM architecture {arch!r}; known: {', '.join(SAM_ARCHS)}")
     spec = SAM_ARCHS[arch]
-    sam = spec.build()
     if weights == "random":
-        record = WeightsRecord(name=spec.weights_name or f"sam_{arch}", sha256="random")
-    elif weights == "pretrained":
+        sam = spec.build()
+        return sam.to(device).eval(), WeightsRecord(name=spec.weights_name or f"sam_{arch}", sha256="random")
+    if weights == "pretrained":
         if spec.weights_name is None:
             raise WeightsError(f"SAM architecture {arch!r} has no pretrained weights; use weights='random'")
         path = resolve_weights(spec.weights_name)  # verified against the published sha256
-        _load_checkpoint(sam, path)
-        record = WeightsRecord(name=spec.weights_name, sha256=cached_sha256(path))
+        record_name = spec.weights_name
     else:  # a user's checkpoint (possibly fine-tuned): loaded strictly, recorded by its own hash
         path = Path(weights).expanduser()
-        _load_checkpoint(sam, path)
-        record = WeightsRecord(name=f"sam_{arch}:{path.name}", sha256=cached_sha256(path))
+        record_name = f"sam_{arch}:{path.name}"
+    sam = spec.build()
+    _load_checkpoint(sam, path)
+    record = WeightsRecord(name=record_name, sha256=cached_sha256(path))
     return sam.to(device).eval(), record
 
 

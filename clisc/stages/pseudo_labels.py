@@ -170,16 +170,17 @@ class SamSegmenter:
     def embed(self, prepared: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Embeddings ``Cxh'xw'`` of prepared ``HxWx3`` uint8 slices: cached ones looked up, the rest
         encoded together in one forward (callers pass at most ``batch_size`` slices)."""
-        keys = [EmbeddingCache.key(self.model_tag, p) for p in prepared] if self.cache else []
-        found = [self.cache.get(k) for k in keys] if self.cache else [None] * len(prepared)
+        cache = self.cache
+        keys = [EmbeddingCache.key(self.model_tag, p) for p in prepared] if cache is not None else []
+        found = [cache.get(k) for k in keys] if cache is not None else [None] * len(prepared)
         embeddings = [None if e is None else torch.as_tensor(e, device=self.device) for e in found]
         todo = [i for i, e in enumerate(embeddings) if e is None]
         if todo:
             encoded = self._encode([self.transform.apply_image(prepared[i]) for i in todo])
             for i, embedding in zip(todo, encoded):
                 embeddings[i] = embedding
-                if self.cache is not None:
-                    self.cache.put(keys[i], embedding.cpu().numpy())
+                if cache is not None:
+                    cache.put(keys[i], embedding.cpu().numpy())
         return embeddings  # type: ignore[return-value]
 
     @torch.inference_mode()

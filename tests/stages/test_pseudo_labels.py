@@ -1,0 +1,156 @@
+"""SamSegmenter on the tiny SAM: equal to SamPredictor, batched encoder, embedding cache, volumes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from clisc.foundation.sam import load_sam
+from clisc.stages.prompts import PROMPT_VARIANTS, PromptSettings, SamPrompt, prompts_from_mask
+from clisc.stages.pseudo_labels import (
+    EmbeddingCache,
+    SamSegmenter,
+    equalize_hist,
+    prepare_slice,
+    segment_volume,
+)
+
+H, W = 48, 36  # non-square slices
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    torch.manual_seed(0)
+    sam, _ = load_sam("tiny", "random")
+    return sam
+
+
+@pytest.fixture
+def encoder_batches(tiny_sam):
+    """Batch sizes of every image_encoder forward while the test runs (a forward hook)."""
+    sizes: list[int] = []
+    handle = tiny_sam.image_encoder.register_forward_hook(lambda _m, args, _o: sizes.append(args[0].shape[0]))
+    yield sizes
+    handle.remove()
+
+
+def slices_and_masks(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` noisy ``HxW`` slices with a bright rectangle each, and that rectangle as the ROI."""
+    rng = np.random.default_rng(seed)
+    slices, masks = [], []
+    for _ in range(n):
+        r0, c0 = rng.integers(2, H // 2), rng.integers(2, W // 2)
+        mask = np.zeros((H, W), dtype=bool)
+        mask[r0 : r0 + rng.integers(4, H // 2), c0 : c0 + rng.integers(4, W // 2)] = True
+        slices.append((rng.normal(size=(H, W)) + 3 * mask).astype(np.float32))
+        masks.append(mask)
+    return slices, masks
+
+
+def test_equalize_hist_matches_opencv_rule() -> None:
+    image = np.array([[0, 0, 10], [10, 10, 20]], dtype=np.uint8)
+    # lowest level -> 0; others round(cdf above lowest x 255 / (6 - 2)): 3 x 63.75 -> 191, 4 x 63.75 -> 255
+    np.testing.assert_array_equal(equalize_hist(image), [[0, 0, 191], [191, 191, 255]])
+    np.testing.assert_array_equal(equalize_hist(np.full((3, 3), 7, np.uint8)), np.full((3, 3), 7))
+
+
+@pytest.mark.parametrize("equalize", [False, True])
+def test_prepare_slice_is_min_max_uint8_on_three_channels(equalize: bool) -> None:
+    image = np.array([[-1.0, 0.0], [1.0, 3.0]])
+    prepared = prepare_slice(image, equalize)
+    assert prepared.dtype == np.uint8 and prepared.shape == (2, 2, 3)
+    assert (prepared == prepared[:, :, :1]).all()
+    expected = [[0, 85], [170, 255]] if equalize else [[0, 63], [127, 255]]
+    np.testing.assert_array_equal(prepared[:, :, 0], expected)
+    assert not prepare_slice(np.full((4, 5), 2.5), equalize).any()
+
+
+@pytest.mark.parametrize("variant", PROMPT_VARIANTS)
+@pytest.mark.parametrize("equalize", [False, True])
+def test_segmenter_equals_sam_predictor(tiny_sam, variant: str, equalize: bool) -> None:
+    slices, masks = slices_and_masks(5, seed=1)
+    settings = PromptSettings(variant, box_dilation=2)
+    prompts = [prompts_from_mask(m, settings, image=s) for m, s in zip(masks, slices)]
+    logits = SamSegmenter(tiny_sam, batch_size=3, equalize=equalize).segment_logits(slices, prompts)
+    predictor = SamPredictor(tiny_sam)
+    for image_slice, prompt, ours in zip(slices, prompts, logits):
+        assert prompt is not None
+        predictor.set_image(prepare_slice(image_slice, equalize))
+        reference, _, _ = predictor.predict(
+            point_coords=prompt.points if prompt.has_points else None,
+            point_labels=prompt.point_labels if prompt.has_points else None,
+            box=prompt.box,
+            multimask_output=False,
+            return_logits=True,
+        )
+        np.testing.assert_allclose(ours, reference[0], atol=1e-4)
+        np.testing.assert_array_equal(ours > tiny_sam.mask_threshold, reference[0] > tiny_sam.mask_threshold)
+
+
+def test_none_prompts_are_empty_and_never_encoded(tiny_sam, encoder_batches: list[int]) -> None:
+    slices, masks = slices_and_masks(5, seed=2)
+    prompts: list[SamPrompt | None] = [prompts_from_mask(m, PromptSettings()) for m in masks]
+    prompts[1] = prompts[3] = None
+    result = SamSegmenter(tiny_sam, batch_size=2).segment(slices, prompts)
+    assert result.shape == (5, H, W) and result.dtype == bool
+    assert not result[1].any() and not result[3].any()
+    assert encoder_batches == [2, 1]  # 3 prompted slices, one forward per batch of 2
+    assert SamSegmenter(tiny_sam).segment(slices, [None] * 5).sum() == 0
+    assert encoder_batches == [2, 1]
+
+
+def test_second_pass_reuses_cached_embeddings(tiny_sam, encoder_batches: list[int], tmp_path: Path) -> None:
+    slices, masks = slices_and_masks(4, seed=3)
+    cache = EmbeddingCache(tmp_path / "emb")
+    segmenter = SamSegmenter(tiny_sam, batch_size=4, cache=cache)
+    first = segmenter.segment(slices, [prompts_from_mask(m, PromptSettings()) for m in masks])
+    assert encoder_batches == [4] and (cache.hits, cache.misses) == (0, 4)
+
+    s3f_prompts = [prompts_from_mask(m, PromptSettings("box")) for m in masks]  # new prompts, same slices
+    second = segmenter.segment(slices, s3f_prompts)
+    assert encoder_batches == [4] and (cache.hits, cache.misses) == (4, 4)
+    uncached = SamSegmenter(tiny_sam, batch_size=4).segment(slices, s3f_prompts)
+    np.testing.assert_array_equal(second, uncached)
+    assert len(list((tmp_path / "emb").glob("*/*.npy"))) == 4
+
+    fresh_cache = EmbeddingCache(tmp_path / "emb")  # a later run: memory empty, disk kept
+    again = SamSegmenter(tiny_sam, batch_size=4, cache=fresh_cache).segment(
+        slices, [prompts_from_mask(m, PromptSettings()) for m in masks]
+    )
+    assert encoder_batches == [4, 4] and fresh_cache.hits == 4
+    np.testing.assert_array_equal(again, first)
+
+
+def test_cache_keys_separate_models_and_images(tiny_sam) -> None:
+    prepared = prepare_slice(np.arange(12.0).reshape(3, 4))
+    assert EmbeddingCache.key("a", prepared) != EmbeddingCache.key("b", prepared)
+    assert EmbeddingCache.key("a", prepared) != EmbeddingCache.key("a", prepared.reshape(4, 3, 3))
+    torch.manual_seed(1)
+    other, _ = load_sam("tiny", "random")
+    assert SamSegmenter(other).model_tag != SamSegmenter(tiny_sam).model_tag
+
+
+def test_memory_cache_keeps_the_most_recent_entries() -> None:
+    cache = EmbeddingCache(max_in_memory=2)
+    for name in "abc":
+        cache.put(("m", name), np.zeros((1, 2, 2)))
+    assert len(cache) == 2 and cache.get(("m", "a")) is None and cache.get(("m", "c")) is not None
+
+
+def test_segment_volume_prompts_each_axial_slice(tiny_sam, encoder_batches: list[int]) -> None:
+    slices, masks = slices_and_masks(3, seed=4)
+    image = np.zeros((H, W, 5), dtype=np.float32)
+    rois = np.zeros((H, W, 5), dtype=bool)
+    for z, (image_slice, mask) in zip((0, 2, 3), zip(slices, masks)):
+        image[:, :, z], rois[:, :, z] = image_slice, mask
+    image[:, :, 4] = 1.0  # an image slice without ROI
+    segmenter = SamSegmenter(tiny_sam, batch_size=8)
+    volume = segment_volume(image, rois, PromptSettings(), segmenter)
+    assert volume.shape == (H, W, 5) and volume.dtype == bool
+    assert not volume[:, :, 1].any() and not volume[:, :, 4].any()
+    expected = segmenter.segment(slices, [prompts_from_mask(m, PromptSettings()) for m in masks])
+    np.testing.assert_array_equal(np.moveaxis(volume[:, :, [0, 2, 3]], -1, 0), expected)
+    assert encoder_batches == [3, 3]
