@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     split = commands.add_parser("split", help="make (or reuse) the train/valid/test split CSV")
     split.add_argument("dir", help="dataset folder")
     split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--out", help="split CSV (default splits/<dataset fingerprint>_seed<seed>.csv)")
+    split.add_argument("--out", help="split CSV, reused when it exists (default: splits/<dataset fingerprint>_seed<seed>.csv, "
+                            "or _public.csv with --import-public, under the current folder)")
     split.add_argument("--import-public", nargs=3, metavar=("TRAIN", "VALID", "TEST"),
                        help="the public code's train/valid/test CSVs (image_pth,mask_pth)")
     split.set_defaults(func=_split)
