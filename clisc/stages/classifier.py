@@ -126,7 +126,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
                 loss = loss_fn(model(images[index].to(device).float()), labels[index].to(device))
                 loss.backward()
                 optimizer.step()
-                total_loss += float(loss) * len(index)
+                total_loss += float(loss.detach()) * len(index)
             if scheduler is not None:
                 scheduler.step()
             message = f"epoch {epoch + 1}: loss {total_loss / len(images):.4f}"
