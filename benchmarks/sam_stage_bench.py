@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{n} slices {args.size}x{args.size}, batch {args.batch_size}, equalize {args.equalize}")
 
     public_code_loop(sam, slices[:1], prompts[:1], args.equalize)  # warm-up
-    loop_masks, loop_s, loop_calls, _ = timed(sam, lambda: public_code_loop(sam, slices, prompts, args.equalize))
+    loop_masks, loop_s, loop_calls, _ = timed(
+        sam, lambda: public_code_loop(sam, slices, prompts, args.equalize))
     plain = SamSegmenter(sam, batch_size=args.batch_size, equalize=args.equalize, device=args.device,
                          model_tag=tag)
     ours, ours_s, ours_calls, _ = timed(sam, lambda: plain.segment(slices, prompts))
@@ -107,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'public code loop (set_image+predict)':34s} {loop_s:8.2f} {n / loop_s:9.2f} {loop_calls:17d}")
     print(f"{'SamSegmenter (batched)':34s} {ours_s:8.2f} {n / ours_s:9.2f} {ours_calls:17d}")
     print(f"max mask disagreement: {disagreement.max()} pixels in one slice "
-          f"({disagreement.max() / args.size ** 2:.2e} of it); {int((disagreement > 0).sum())}/{n} slices differ;"
-          f" mean mask area {ours.reshape(n, -1).mean():.3f}")
+          f"({disagreement.max() / args.size ** 2:.2e} of it); {int((disagreement > 0).sum())}/{n} "
+          f"slices differ; mean mask area {ours.reshape(n, -1).mean():.3f}")
 
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = EmbeddingCache(cache_dir)
@@ -121,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                              cache=EmbeddingCache(cache_dir), device=args.device, model_tag=tag)
         s3f_disk, disk_s, disk_calls, disk_images = timed(sam, lambda: later.segment(slices, s3f_prompts))
         assert (s3f_mem == s3f_disk).all()
-        print(f"\n{'S3F pass: new prompts, same slices':34s} {'seconds':>8s} {'slices/s':>9s} {'encoder forwards':>17s}"
-              f" {'images encoded':>15s}")
+        print(f"\n{'S3F pass: new prompts, same slices':34s} {'seconds':>8s} {'slices/s':>9s} "
+              f"{'encoder forwards':>17s} {'images encoded':>15s}")
         print(f"{'first pass filling the cache':34s} {fill_s:8.2f} {n / fill_s:9.2f} {fill_calls:17d} {n:15d}")
         for label, seconds, calls, images in [
             ("no cache", none_s, none_calls, none_images),

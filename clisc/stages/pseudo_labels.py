@@ -168,8 +168,8 @@ class SamSegmenter:
         return self.sam.image_encoder(batch)
 
     def embed(self, prepared: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Embeddings ``Cxh'xw'`` of prepared ``HxWx3`` uint8 slices: cached ones looked up, the rest
-        encoded together in one forward (callers pass at most ``batch_size`` slices)."""
+        """Embeddings ``Cxh'xw'`` of prepared ``HxWx3`` uint8 slices: cached ones looked up, all the
+        others encoded together in ONE forward (``segment_logits`` passes ``batch_size`` at a time)."""
         cache = self.cache
         keys = [EmbeddingCache.key(self.model_tag, p) for p in prepared] if cache is not None else []
         found = [cache.get(k) for k in keys] if cache is not None else [None] * len(prepared)
@@ -184,7 +184,8 @@ class SamSegmenter:
         return embeddings  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _decode(self, embedding: torch.Tensor, prompt: SamPrompt, original_size: tuple[int, int]) -> torch.Tensor:
+    def _decode(self, embedding: torch.Tensor, prompt: SamPrompt, original_size: tuple[int, int]
+                ) -> torch.Tensor:
         """Mask logits ``HxW`` for one slice: prompt_encoder + mask_decoder (single mask) + postprocess."""
         points = boxes = None
         if prompt.has_points:
@@ -246,7 +247,8 @@ def segment_volume(
     slices with an empty ROI stay empty and are never encoded.
     """
     if image.ndim != 3 or masks.shape != image.shape or (cams is not None and cams.shape != image.shape):
-        raise ValueError(f"image, masks (and cams) must share one XxYxZ shape; got {image.shape}, {masks.shape}")
+        raise ValueError(f"image, masks (and cams) must share one XxYxZ shape; got {image.shape}, "
+                         f"{masks.shape}")
     depth = image.shape[2]
     if depth == 0:
         return np.zeros(image.shape, dtype=bool)
