@@ -52,7 +52,10 @@ class SamPrompt:
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """Which prompt variant to build and how many pixels to dilate the ROI box by (code: 10)."""
+    """Which prompt variant to build and how many pixels to dilate the ROI box by.
+
+    The public code dilates by 10 for the CAM-prompted pass and by 0 in the S3F pass.
+    """
 
     variant: str = "box+points"
     box_dilation: int = 0
