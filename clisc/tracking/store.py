@@ -1,0 +1,287 @@
+"""MLflow tracking: one parent run per experiment, one nested child run per method x seed.
+
+Runs go through :class:`mlflow.MlflowClient` (no global active-run state), so a child is complete in
+the store the moment :meth:`ExperimentRecorder.log_result` returns: a crash later in the experiment
+loses no finished child. Local SQLite stores keep their artifacts beside the database
+(``<db dir>/mlartifacts/<experiment>``) instead of under whatever the current directory is.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from clisc.errors import CliscError
+from clisc.pipeline.result import MethodResult
+
+log = logging.getLogger(__name__)
+
+ROLE_TAG = "clisc.role"  # "experiment" (parent), "result" (child), "search" / "trial" (Optuna)
+PER_CASE_ARTIFACT = "per_case.csv"
+SPEC_ARTIFACT = "spec.yaml"
+STAGE_TIME_PREFIX = "time_"
+_INTERNAL_TAGS = {ROLE_TAG, "method", "seed"}
+_BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")
+
+
+def default_tracking_uri(project_dir: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project_dir or cwd>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = Path(project_dir) if project_dir is not None else Path.cwd()
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def client_for(tracking_uri: str | None) -> mlflow.MlflowClient:
+    """A client on ``tracking_uri`` (default: :func:`default_tracking_uri`)."""
+    return mlflow.MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+
+
+def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """``<db dir>/mlartifacts/<experiment>`` for a local SQLite store; None lets MLflow decide."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///"):])
+    safe = re.sub(r"[^\w\-.]", "_", experiment)
+    return (db.parent / "mlartifacts" / safe).resolve().as_uri()
+
+
+def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
+    """Experiment id of ``name``, creating it (artifacts beside a SQLite store) when absent."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name))
+    except mlflow.exceptions.MlflowException:
+        found = client.get_experiment_by_name(name)  # another process created it meanwhile
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b": "value"}`` with keys MLflow accepts, values cut to its limit."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = _BAD_KEY_CHARS.sub("_", f"{prefix}{key}")
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_VAL_LENGTH]
+    return flat
+
+
+def summary_metrics(per_case: pd.DataFrame) -> dict[str, float]:
+    """:func:`clisc.evaluation.summarize` of a per-case table, as finite-or-NaN floats."""
+    from clisc.evaluation import summarize  # evaluation imports heavy metric code: load on use
+
+    return {str(k): float(v) for k, v in summarize(per_case).items()}
+
+
+def start_child_run(
+    client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str]
+) -> str:
+    """Create a run nested under ``parent_run_id`` (the ``mlflow.parentRunId`` tag); return its id."""
+    run = client.create_run(
+        experiment_id, run_name=name, tags={**{k: str(v) for k, v in tags.items()}, MLFLOW_PARENT_RUN_ID: parent_run_id}
+    )
+    return run.info.run_id
+
+
+def log_flat(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    params: Mapping[str, str] = {},
+    metrics: Mapping[str, float] = {},
+    tags: Mapping[str, str] = {},
+) -> None:
+    """Log flat params, metrics and tags in batches within MLflow's per-request limits."""
+    plist = [Param(k, v) for k, v in params.items()]
+    mlist = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
+    tlist = [RunTag(k, str(v)) for k, v in tags.items()]
+    for i in range(0, len(plist), 100):
+        client.log_batch(run_id, params=plist[i : i + 100], synchronous=True)
+    for i in range(0, len(mlist), 1000):
+        client.log_batch(run_id, metrics=mlist[i : i + 1000], synchronous=True)
+    for i in range(0, len(tlist), 100):
+        client.log_batch(run_id, tags=tlist[i : i + 100], synchronous=True)
+
+
+def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodResult) -> dict[str, float]:
+    """Params, summary metrics, stage times, tags, ``per_case.csv`` and artifact files of ``result``."""
+    metrics = summary_metrics(result.per_case)
+    metrics.update({f"{STAGE_TIME_PREFIX}{stage}": float(t) for stage, t in result.stage_times.items()})
+    tags = {**result.tags, "method": result.method, "seed": str(result.seed)}
+    log_flat(client, run_id, flatten_params(result.params), metrics, tags)
+    client.log_text(run_id, result.per_case.to_csv(index=False), PER_CASE_ARTIFACT)
+    for key, path in result.artifacts.items():
+        path = Path(path)
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=key)
+        elif path.is_file():
+            client.log_artifact(run_id, str(path))
+        else:
+            raise CliscError(f"{path}: artifact '{key}' of {result.method}/seed{result.seed} does not exist")
+    return metrics
+
+
+class ExperimentRecorder:
+    """Context manager holding one parent run; :meth:`log_result` adds one finished child per call.
+
+    >>> with ExperimentRecorder("table1", spec) as rec:   # doctest: +SKIP
+    ...     rec.log_result(result)
+    """
+
+    def __init__(
+        self,
+        experiment: str,
+        spec: Mapping[str, Any],
+        tracking_uri: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ):
+        self.experiment = experiment
+        self.spec = dict(spec)
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+
+    def __enter__(self) -> ExperimentRecorder:
+        self.experiment_id = get_or_create_experiment(self.client, self.experiment)
+        run = self.client.create_run(
+            self.experiment_id, run_name=self.experiment, tags={**self.tags, ROLE_TAG: "experiment"}
+        )
+        self.parent_run_id = run.info.run_id
+        self.client.log_text(self.parent_run_id, yaml.safe_dump(self.spec, sort_keys=False), SPEC_ARTIFACT)
+        log_flat(self.client, self.parent_run_id, params=flatten_params(self.spec))
+        return self
+
+    def log_result(self, result: MethodResult) -> str:
+        """Log ``result`` as a finished child run now; returns its run id."""
+        if self.parent_run_id is None or self.experiment_id is None:
+            raise RuntimeError("ExperimentRecorder.log_result called outside its `with` block")
+        run_id = start_child_run(
+            self.client,
+            self.experiment_id,
+            self.parent_run_id,
+            f"{result.method}/seed{result.seed}",
+            {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed)},
+        )
+        try:
+            log_result_to_run(self.client, run_id, result)
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        log.info("logged %s/seed%s as run %s", result.method, result.seed, run_id)
+        return run_id
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.parent_run_id is not None:
+            status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            self.client.set_terminated(self.parent_run_id, status)
+
+
+def _search_all(client: mlflow.MlflowClient, experiment_id: str, filter_string: str, order_by: list[str]) -> Iterator[Run]:
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string, ViewType.ACTIVE_ONLY, 1000, order_by, page_token=token
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def latest_parent_run(experiment: str, tracking_uri: str | None = None) -> Run | None:
+    """The most recently started parent run of ``experiment`` (any status), or None."""
+    client = client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id], f"tags.`{ROLE_TAG}` = 'experiment'", ViewType.ACTIVE_ONLY, 1, ["start_time DESC"]
+    )
+    return runs[0] if runs else None
+
+
+def _read_per_case(path: str | Path) -> pd.DataFrame:
+    text_cols = {"case_id": str, "size_group": str, "empty": str}
+    missing = ["", "nan", "NaN"]
+    return pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={"dsc": missing, "hd95": missing})
+
+
+def result_from_run(
+    client: mlflow.MlflowClient, run: Run, dst_dir: Path, fetch: Iterable[str] = ()
+) -> MethodResult:
+    """Rebuild a :class:`MethodResult` from a child run: tags, params, stage times, per-case table.
+
+    Files named in ``fetch`` that the run logged (e.g. ``qualitative.npz``) are downloaded into
+    ``dst_dir/<run id>/`` and listed in ``artifacts`` under their file name. Params come back as
+    strings (MLflow stores them so).
+    """
+    run_id = run.info.run_id
+    target = dst_dir / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    per_case = _read_per_case(client.download_artifacts(run_id, PER_CASE_ARTIFACT, str(target)))
+    logged = {f.path for f in client.list_artifacts(run_id)}
+    artifacts = {
+        name: Path(client.download_artifacts(run_id, name, str(target))) for name in fetch if name in logged
+    }
+    data = run.data
+    return MethodResult(
+        method=data.tags["method"],
+        seed=int(data.tags["seed"]),
+        per_case=per_case,
+        params=dict(data.params),
+        tags={k: v for k, v in data.tags.items() if not k.startswith("mlflow.") and k not in _INTERNAL_TAGS},
+        stage_times={
+            k[len(STAGE_TIME_PREFIX):]: v for k, v in data.metrics.items() if k.startswith(STAGE_TIME_PREFIX)
+        },
+        artifacts=artifacts,
+    )
+
+
+def load_experiment_results(
+    experiment: str,
+    tracking_uri: str | None = None,
+    fetch: Iterable[str] = (),
+    dst_dir: Path | None = None,
+) -> list[MethodResult]:
+    """Finished children of the latest parent run of ``experiment``, read back from MLflow (start order).
+
+    Empty list when the experiment or its parent run does not exist. Downloads go to ``dst_dir``
+    (default: a new temporary directory).
+    """
+    parent = latest_parent_run(experiment, tracking_uri)
+    if parent is None:
+        return []
+    client = client_for(tracking_uri)
+    dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="clisc-mlflow-"))
+    children = _search_all(
+        client,
+        parent.info.experiment_id,
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}' and tags.`{ROLE_TAG}` = 'result'"
+        " and attributes.status = 'FINISHED'",
+        ["start_time ASC"],
+    )
+    fetch = tuple(fetch)
+    return [result_from_run(client, run, dst, fetch) for run in children]

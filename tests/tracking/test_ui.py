@@ -1,0 +1,84 @@
+"""`mlflow ui` started from ui_command serves the experiment and its parent/child runs over REST."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from clisc.tracking import ExperimentRecorder, ui_command
+
+START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(base: str, path: str, body: dict | None = None, query: str = "") -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{base}{path}{query}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_ui_command_argv() -> None:
+    argv = ui_command("sqlite:///x/mlflow.db", port=5123)
+    assert argv[1:] == ["-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///x/mlflow.db",
+                        "--host", "127.0.0.1", "--port", "5123", "--workers", "1"]
+
+
+@pytest.mark.slow
+def test_ui_serves_runs(tracking_uri: str, fakes) -> None:
+    with ExperimentRecorder("ui_check", {"methods": ["clisc", "raw_cam"]}, tracking_uri=tracking_uri) as rec:
+        child_ids = {rec.log_result(fakes.fake_result(m, [50, 60])) for m in ("clisc", "raw_cam")}
+        parent_id = rec.parent_run_id
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes
+    server = subprocess.Popen(ui_command(tracking_uri, port=port), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                experiment = call(base, "/api/2.0/mlflow/experiments/get-by-name", query="?experiment_name=ui_check")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, f"mlflow ui did not answer within {START_TIMEOUT_S} s"
+                time.sleep(0.5)
+        experiment_id = experiment["experiment"]["experiment_id"]
+        runs = call(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 10})["runs"]
+        tags = {run["info"]["run_id"]: {t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs}
+        assert set(tags) == child_ids | {parent_id}
+        assert MLFLOW_PARENT_RUN_ID not in tags[parent_id]
+        assert all(tags[child][MLFLOW_PARENT_RUN_ID] == parent_id for child in child_ids)
+    finally:  # mlflow ui runs uvicorn as a child: end the server's whole process group
+        stop_group(server)
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM then SIGKILL to the server's process group (it leads its own session)."""
+    try:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(server.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                server.wait(timeout=15)
+                time.sleep(0.5)  # give the group's other members time to exit before SIGKILL
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        server.stderr.close()
