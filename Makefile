@@ -1,15 +1,36 @@
 # clisc: every target creates/uses the local virtual environment .venv by itself.
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+#   make demo              Table 1 + Table 2 on the synthetic dataset, tiny random models (CPU, minutes)
+#   make test              the test suite
+#   make reproduce-table1  DATA=/path/to/BraTS2020 [PROFILE=paper PROTOCOL=paper WEIGHTS=pretrained DEVICE=cuda]
+# Variables: DATA (BraTS-layout folder), PROFILE (paper|demo|tiny), PROTOCOL (paper|official),
+# WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS (search), PORT (ui).
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+CLISC    := $(VENV)/bin/clisc
+STAMP    := $(VENV)/.installed
 
-DATA     ?= data/synthetic
+SYNTH    := data/synthetic
+DATA     ?= $(SYNTH)
+ifeq ($(DATA),$(SYNTH))
+# no DATA given: the synthetic dataset with the CPU-sized profile and tiny random models
 PROFILE  ?= demo
-PROTOCOL ?= paper
 WEIGHTS  ?= random
+DATA_DEP := synth
+else
+PROFILE  ?= paper
+WEIGHTS  ?= pretrained
+DATA_DEP :=
+endif
+PROTOCOL ?= paper
+DEVICE   ?= cpu
+TRIALS   ?= 12
+WORKERS  ?= 1
+PORT     ?= 5000
+RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights $(WEIGHTS) --device $(DEVICE)
+DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
-.PHONY: venv test demo clean-demo
+.PHONY: venv test demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui bench clean-runs
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -21,10 +42,45 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q
 
-data/synthetic/.done: $(STAMP)
-	$(VENV)/bin/clisc data synth --out data/synthetic --cases 20 --seed 0
+# the synthetic BraTS-format dataset (deterministic; 20 cases = 14 train / 2 valid / 4 test)
+synth: $(SYNTH)/.complete
+$(SYNTH)/.complete: | $(STAMP)
+	$(CLISC) data synth --out $(SYNTH) --cases 20 --seed 0
+	$(CLISC) data check $(SYNTH)
 	touch $@
 
-demo: $(STAMP) data/synthetic/.done
-	$(VENV)/bin/clisc data check data/synthetic
-	$(VENV)/bin/clisc data split data/synthetic --seed 0
+demo: $(STAMP) synth
+	$(CLISC) experiment table1 table2 $(DEMO_ARGS)
+	$(CLISC) report --experiments table1 table2 --out reports
+
+reproduce-table1: $(STAMP) $(DATA_DEP)
+	$(CLISC) experiment table1 $(RUN_ARGS)
+	$(CLISC) report --experiments table1 --out reports
+
+reproduce-table2: $(STAMP) $(DATA_DEP)
+	$(CLISC) experiment table2 $(RUN_ARGS)
+	$(CLISC) report --experiments table2 --out reports
+
+sweep-alpha: $(STAMP) $(DATA_DEP)
+	$(CLISC) experiment sweep_alpha $(RUN_ARGS)
+	$(CLISC) report --experiments sweep_alpha --out reports
+
+sweep-beta: $(STAMP) $(DATA_DEP)
+	$(CLISC) experiment sweep_beta $(RUN_ARGS)
+	$(CLISC) report --experiments sweep_beta --out reports
+
+search: $(STAMP) $(DATA_DEP)
+	$(CLISC) search $(RUN_ARGS) --trials $(TRIALS) --workers $(WORKERS)
+
+report: $(STAMP)
+	$(CLISC) report --out reports
+
+ui: $(STAMP)
+	$(CLISC) ui --port $(PORT)
+
+bench: $(STAMP)
+	$(PY) benchmarks/metrics_bench.py
+	$(PY) benchmarks/sam_stage_bench.py
+
+clean-runs:
+	rm -rf runs cache mlflow.db optuna

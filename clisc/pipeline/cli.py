@@ -1,0 +1,96 @@
+"""``clisc run`` (one method, one or more seeds) and ``clisc weights`` (fetch / verify weights)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clisc.pipeline.settings import PROFILES, PROTOCOLS, parse_override
+
+
+def weights_overrides(weights: str | None) -> dict[str, str]:
+    """``--weights``: ``random`` keeps the profile's model sizes with random init; ``pretrained``
+    switches to the real architectures (tiny models have no pretrained weights)."""
+    if weights is None:
+        return {}
+    if weights == "random":
+        return {"foundation.weights": "random"}
+    return {"foundation.weights": weights, "foundation.size": "base"}
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``clisc run``, ``clisc experiment`` and ``clisc search``."""
+    parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="BraTS-layout folder")
+    parser.add_argument("--profile", choices=PROFILES, default="paper")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="paper")
+    parser.add_argument("--weights", choices=("random", "pretrained"), default=None,
+                        help="foundation weights (default: the profile's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set amda.alpha=10 (repeatable)")
+    parser.add_argument("--cache", type=Path, default=Path("cache"), help="stage cache folder")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+
+
+def run_overrides(args: argparse.Namespace) -> dict:
+    overrides = weights_overrides(args.weights)
+    overrides.update(dict(parse_override(text) for text in args.overrides))
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from clisc.pipeline.run import run_method, summary_line
+
+    for seed in args.seeds:
+        out = args.out / f"{args.method}_seed{seed}"
+        result = run_method(args.method, args.data, protocol=args.protocol, profile=args.profile, seed=seed,
+                            overrides=run_overrides(args), cache_root=args.cache, out_dir=out, device=args.device)
+        print(summary_line(result))
+        print(f"[clisc] per-case scores: {result.artifacts['per_case']}")
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from clisc.pipeline.experiment import run_experiment
+
+    for name in args.experiments:
+        run_experiment(name, args.data, profile=args.profile, protocol=args.protocol, overrides=run_overrides(args),
+                       cache_root=args.cache, runs_root=args.out, tracking_uri=args.tracking_uri, device=args.device)
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from clisc.foundation.weights import WEIGHTS, resolve_weights
+
+    names = args.names or sorted(WEIGHTS)
+    for name in names:
+        path = resolve_weights(name, cache_dir=args.dir, download=not args.no_download)
+        print(f"{name}: {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from clisc.pipeline.methods import METHODS
+
+    run = subparsers.add_parser("run", help="run one method (all the stages it needs, cached) and score it")
+    run.add_argument("method", choices=sorted(METHODS), metavar="METHOD", help=", ".join(sorted(METHODS)))
+    add_run_options(run)
+    run.add_argument("--seeds", type=int, nargs="+", default=[0])
+    run.add_argument("--out", type=Path, default=Path("runs"), help="run folders (per-case CSV, settings)")
+    run.set_defaults(func=_run)
+
+    experiment = subparsers.add_parser("experiment", help="run experiment specs (experiments/*.yaml), "
+                                       "logging every run to MLflow")
+    experiment.add_argument("experiments", nargs="+", metavar="NAME", help="spec name (table1, table2, "
+                            "sweep_alpha, sweep_beta) or a YAML path")
+    add_run_options(experiment)
+    experiment.set_defaults(profile=None, protocol=None)
+    experiment.add_argument("--out", type=Path, default=Path("runs"), help="run folders")
+    experiment.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
+                            "or sqlite:///mlflow.db)")
+    experiment.set_defaults(func=_experiment)
+
+    weights = subparsers.add_parser("weights", help="download and verify pretrained weights (SHA256)")
+    weights.add_argument("names", nargs="*", help="registry names (default: all)")
+    weights.add_argument("--dir", type=Path, default=None, help="weights folder (default $CLISC_WEIGHTS_DIR "
+                         "or ~/.cache/clisc/weights)")
+    weights.add_argument("--no-download", action="store_true", help="only verify files already present")
+    weights.set_defaults(func=_weights)

@@ -1,0 +1,126 @@
+"""The run context every stage function receives: data, split, settings, seed, stage cache, timings.
+
+Stage functions (``clisc.pipeline.steps``) call :meth:`RunContext.stage` with their settings and the
+keys of their inputs; it returns the cached entry when one exists and otherwise computes it into a
+private directory that is published atomically. Each stage's status and time is printed and kept in
+``stage_times`` so that runs can log them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clisc.cache import StageCache, stage_key
+from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
+from clisc.data.preprocessing import Volume, load_volumes
+from clisc.data.split import SPLITS, check_split_matches, make_split, read_split_csv, write_split_csv
+from clisc.pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    np.savez_compressed(path, **arrays)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+@dataclass
+class RunContext:
+    data_root: Path
+    settings: Settings
+    seed: int = 0
+    cache_root: Path = Path("cache")
+    device: str = "cpu"
+    progress: bool = True
+    echo: Callable[[str], None] = print
+    split_path: Path | None = None
+    stage_times: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)  # model -> sha256 or "random"
+    _memo: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_root = Path(self.data_root)
+        self.cache_root = Path(self.cache_root)
+        self.cache = StageCache(self.cache_root)
+        self.cache.clean_partial()
+        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root)}
+        self.fingerprint = dataset_fingerprint(list(self.cases.values()))
+        self.split = self._load_split()
+
+    # ----------------------------------------------------------------- data
+    def _load_split(self) -> dict[str, list[str]]:
+        seed = self.settings.split_seed
+        path = self.split_path or self.cache_root / "splits" / f"{self.fingerprint}_seed{seed}.csv"
+        if path.is_file():
+            split = read_split_csv(path)
+            check_split_matches(split, self.cases, path)
+        else:
+            split = make_split(self.cases, seed)
+            write_split_csv(path, split)
+        self.split_path = path
+        return split
+
+    def volumes(self, split: str) -> list[Volume]:
+        """Preprocessed volumes of one split (``train``, ``valid`` or ``test``), in split order."""
+        assert split in SPLITS, split
+        memo = ("volumes", split)
+        if memo not in self._memo:
+            start = time.perf_counter()
+            cases = [self.cases[c] for c in self.split[split]]
+            self._memo[memo] = load_volumes(cases, self.settings.preprocess, self.cache_root, self.progress)
+            self._note(f"volumes[{split}]", "ready", time.perf_counter() - start)
+        return self._memo[memo]
+
+    @property
+    def volumes_key(self) -> str:
+        return stage_key("volumes", self.settings.preprocess, [self.fingerprint, str(self.split_path)])
+
+    # ---------------------------------------------------------------- cache
+    def stage(
+        self,
+        name: str,
+        settings: Any,
+        inputs: list[str],
+        compute: Callable[[Path], None],
+        load: Callable[[Path], Any],
+    ) -> tuple[str, Any]:
+        """``(key, value)`` of a stage: ``compute(dir)`` writes the entry once, ``load(dir)`` reads it."""
+        key = stage_key(name, settings, inputs)
+        memo = (name, key)
+        if memo in self._memo:
+            return key, self._memo[memo]
+        if self.cache.has(name, key):
+            start = time.perf_counter()
+            value = load(self.cache.path(name, key))
+            self._note(name, "cached", time.perf_counter() - start)
+        else:
+            self.echo(f"[clisc] {name:<22} running ...")
+            start = time.perf_counter()
+            with self.cache.writing(name, key, {"stage": name, "settings": settings, "inputs": inputs}) as tmp:
+                compute(tmp)
+            elapsed = time.perf_counter() - start
+            value = load(self.cache.path(name, key))
+            self._note(name, "computed", elapsed)
+        self._memo[memo] = value
+        return key, value
+
+    def scratch(self, name: str, key: str) -> Path:
+        """A persistent work directory for a running stage (checkpoints, per-case parts) that
+        survives a crash so a re-run resumes; the finished entry itself is published by ``stage``."""
+        path = self.cache_root / "_work" / name / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _note(self, name: str, status: str, seconds: float) -> None:
+        self.stage_times[name] = self.stage_times.get(name, 0.0) + (seconds if status == "computed" else 0.0)
+        self.echo(f"[clisc] {name:<22} {status:<8} {seconds:8.1f} s")

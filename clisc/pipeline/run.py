@@ -1,0 +1,147 @@
+"""Run one registered method with one seed: the thin pipeline over the cached stages, then scoring.
+
+``OUTPUTS`` maps an output name to the function producing ``(key, {case_id: XxYxZ mask})`` on a
+split (the test split for the tables, the validation split for a label-using search); methods
+(``clisc.pipeline.methods``) name one of them. Baselines extend ``OUTPUTS``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from clisc.evaluation.evaluate import evaluate_cases
+from clisc.pipeline.context import RunContext
+from clisc.pipeline.methods import Method, get_method
+from clisc.pipeline.result import MethodResult
+from clisc.pipeline.settings import Settings, apply_overrides, resolve_settings
+from clisc.pipeline.steps_cam import cam_rois
+from clisc.pipeline.steps_seg import (
+    fully_supervised,
+    predictions,
+    sam_from_ground_truth,
+    sam_pseudo_labels,
+    unet_round1,
+    unet_round2,
+)
+
+log = logging.getLogger(__name__)
+
+Output = Callable[[RunContext, str], tuple[str, dict[str, np.ndarray]]]
+
+
+def _rois(which: str) -> Output:
+    def output(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
+        key, rois = cam_rois(ctx, split, which)
+        return key, {case: r["roi"] for case, r in rois.items()}
+
+    return output
+
+
+OUTPUTS: dict[str, Output] = {
+    "cam_raw": _rois("raw"),
+    "cam_amda": _rois("amda"),
+    "sam": sam_pseudo_labels,
+    "unet_round1": lambda ctx, split: predictions(ctx, unet_round1(ctx), split),
+    "unet_round2": lambda ctx, split: predictions(ctx, unet_round2(ctx), split),
+    "supervised": lambda ctx, split: predictions(ctx, fully_supervised(ctx), split),
+    "sam_gt": sam_from_ground_truth,
+}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def method_settings(method: Method, protocol: str, profile: str, overrides: Mapping[str, Any] | None) -> Settings:
+    """Protocol <- profile <- the method's declared differences <- the user's overrides."""
+    settings = resolve_settings(protocol, profile)
+    settings = apply_overrides(settings, method.overrides)
+    return apply_overrides(settings, overrides or {})
+
+
+def qualitative_slices(volumes, preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For each case, the axial slice with the largest true tumour area: image, truth, prediction."""
+    arrays: dict[str, np.ndarray] = {}
+    for volume in volumes:
+        z = int(volume.label.reshape(-1, volume.label.shape[2]).sum(axis=0).argmax())
+        arrays[f"{volume.case_id}__image"] = volume.image[:, :, z].astype(np.float32)
+        arrays[f"{volume.case_id}__gt"] = volume.label[:, :, z].astype(np.uint8)
+        arrays[f"{volume.case_id}__pred"] = preds[volume.case_id][:, :, z].astype(np.uint8)
+    return arrays
+
+
+def run_method(
+    name: str,
+    data: str | Path,
+    *,
+    protocol: str = "paper",
+    profile: str = "paper",
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+    cache_root: str | Path = "cache",
+    out_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    split: str = "test",
+) -> MethodResult:
+    """Run (or reuse) every stage ``name`` needs, score its output on ``split`` (test by default;
+    scoring the validation split reads its labels: the run is then tagged not label-free)."""
+    method = get_method(name)
+    settings = method_settings(method, protocol, profile, overrides)
+    ctx = RunContext(Path(data), settings, seed, Path(cache_root), device, progress, echo)
+    echo(f"[clisc] {name} (seed {seed}, protocol {protocol}, profile {profile}) on {len(ctx.cases)} cases; "
+         f"split {', '.join(f'{k} {len(v)}' for k, v in ctx.split.items())}")
+    _, preds = OUTPUTS[method.output](ctx, split)
+    volumes = ctx.volumes(split)
+    per_case = evaluate_cases((v.case_id, preds[v.case_id].astype(bool), v.label.astype(bool), v.spacing)
+                              for v in volumes)
+    synthetic = all(c.startswith("BraTS20_Training_") for c in ctx.cases) and (Path(data) / ".synthetic").exists()
+    gt_used = settings.gt.active() + (["validation_scoring"] if split != "test" else [])
+    tags = {
+        "method": name,
+        "title": method.title,
+        "protocol": protocol,
+        "profile": profile,
+        "gt_switches": ",".join(gt_used) or "none",
+        "label_free": str(method.label_free and not gt_used).lower(),
+        "weights": ";".join(f"{k}={v.split('=', 1)[-1]}" for k, v in sorted(ctx.weights.items())) or "none",
+        "dataset": ctx.fingerprint,
+        "synthetic_data": str(synthetic).lower(),
+        "git_commit": git_commit(),
+        "split_file": ctx.split_path.name,
+        "scored_split": split,
+    }
+    result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+    if out_dir is not None:
+        result.artifacts = write_run_folder(Path(out_dir), result, settings, qualitative_slices(volumes, preds))
+    return result
+
+
+def write_run_folder(out: Path, result: MethodResult, settings: Settings, slices: dict[str, np.ndarray]) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"per_case": out / "per_case.csv", "settings": out / "settings.yaml", "qualitative": out / "qualitative.npz"}
+    result.per_case.to_csv(paths["per_case"], index=False)
+    paths["settings"].write_text(yaml.safe_dump({"tags": result.tags, "settings": dataclasses.asdict(settings)},
+                                                sort_keys=False))
+    np.savez_compressed(paths["qualitative"], **slices)
+    return paths
+
+
+def summary_line(result: MethodResult) -> str:
+    df: pd.DataFrame = result.per_case
+    return (f"{result.method}: DSC {df['dsc'].mean():.2f} ± {df['dsc'].std(ddof=1):.2f} %  "
+            f"HD95 {df['hd95'].mean():.2f} ± {df['hd95'].std(ddof=1):.2f} mm  ({len(df)} test cases)")

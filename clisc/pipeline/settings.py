@@ -1,0 +1,168 @@
+"""All settings of one pipeline run, composed from each stage's own settings dataclass.
+
+Settings are resolved in layers, each a mapping of dotted keys (``"amda.alpha": 20``):
+defaults (the paper) <- protocol (``protocols/<name>.yaml``: method choices) <- profile
+(``profiles/<name>.yaml``: compute sizes) <- method overrides (ablations) <- user overrides.
+Protocols and profiles are data, not code; the resolved settings hash into every stage's cache key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from clisc.data.preprocessing import PreprocessSettings
+from clisc.errors import CliscError
+from clisc.stages.amda import AmdaSettings
+from clisc.stages.classifier import ClassifierSettings
+from clisc.stages.prompts import PromptSettings
+from clisc.stages.s3f import S3FSettings
+from clisc.stages.slice_labels import SliceLabelSettings
+from clisc.stages.unet3d import UNetSettings
+
+HERE = Path(__file__).parent
+PROFILES = tuple(sorted(p.stem for p in (HERE / "profiles").glob("*.yaml")))
+PROTOCOLS = tuple(sorted(p.stem for p in (HERE / "protocols").glob("*.yaml")))
+
+
+@dataclass(frozen=True)
+class FoundationSettings:
+    """Which foundation models and weights: ``weights`` is ``pretrained``, ``random`` or a folder."""
+
+    clip_arch: str = "ViT-B-32-quickgelu"
+    sam_arch: str = "vit_b"
+    size: str = "base"  # "tiny" swaps every model for a small one of the same class (tests, demo)
+    weights: str = "pretrained"
+
+
+@dataclass(frozen=True)
+class SliceSelection:
+    """Which axial slices enter the 2D stages: every ``stride``-th slice with brain in it."""
+
+    stride: int = 1
+    min_brain_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """Layer-CAM target layers and the binarisation that turns a CAM into the ROI prompting SAM."""
+
+    layers: tuple[str, ...] = ("layer3",)
+    threshold: float = 0.5
+    postprocess: bool = True  # the code's 3x3x3 opening + components >= 1/3 of the largest
+
+
+@dataclass(frozen=True)
+class SamSettings:
+    batch_size: int = 8
+    equalize: bool = False  # the code equalises the slice histogram before SAM
+    # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
+    # "memory" (this process only) or "off"
+    embedding_cache: str = "disk"
+
+
+@dataclass(frozen=True)
+class GroundTruthSwitches:
+    """The public code's uses of ground truth; all off in the label-free ``paper`` protocol."""
+
+    gate_cams_with_gt: bool = False  # CAMs only for slices whose GT label is tumour
+    tune_cam_threshold_on_gt: bool = False  # CAM threshold chosen by validation GT Dice
+    select_checkpoints_on_gt: bool = False  # classifier / U-Net checkpoints chosen on validation GT
+
+    def active(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    protocol: str = "paper"
+    profile: str = "paper"
+    split_seed: int = 0  # the 7:1:2 split is fixed across training seeds
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    slices: SliceSelection = field(default_factory=SliceSelection)
+    foundation: FoundationSettings = field(default_factory=FoundationSettings)
+    slice_labels: SliceLabelSettings = field(default_factory=SliceLabelSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    cam: CamSettings = field(default_factory=CamSettings)
+    amda: AmdaSettings = field(default_factory=AmdaSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    sam: SamSettings = field(default_factory=SamSettings)
+    unet: UNetSettings = field(default_factory=UNetSettings)
+    s3f: S3FSettings = field(default_factory=S3FSettings)
+    gt: GroundTruthSwitches = field(default_factory=GroundTruthSwitches)
+
+    @property
+    def label_free(self) -> bool:
+        return not self.gt.active()
+
+    def flat(self) -> dict[str, Any]:
+        """``{"section.name": value}`` for logging (tuples as lists)."""
+        return flatten(dataclasses.asdict(self))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _coerce(current: Any, value: Any, key: str) -> Any:
+    """Match the type of the default (YAML lists -> tuples, ints -> floats)."""
+    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise CliscError(f"setting {key}: expected true/false, got {value!r}")
+    return value
+
+
+def apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """Return a copy with dotted-key overrides applied; unknown keys are an error."""
+    for key, value in overrides.items():
+        head, _, leaf = key.partition(".")
+        if not hasattr(settings, head):
+            raise CliscError(f"unknown setting {key!r}")
+        if not leaf:
+            settings = dataclasses.replace(settings, **{head: _coerce(getattr(settings, head), value, key)})
+            continue
+        section = getattr(settings, head)
+        if not dataclasses.is_dataclass(section) or not hasattr(section, leaf):
+            raise CliscError(f"unknown setting {key!r}")
+        value = _coerce(getattr(section, leaf), value, key)
+        settings = dataclasses.replace(settings, **{head: dataclasses.replace(section, **{leaf: value})})
+    return settings
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"amda.alpha=10"`` -> ``("amda.alpha", 10)`` (value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise CliscError(f"override {text!r}: expected KEY=VALUE, e.g. amda.alpha=10")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _layer(kind: str, name: str, choices: tuple[str, ...]) -> dict[str, Any]:
+    if name not in choices:
+        raise CliscError(f"unknown {kind} {name!r}; choose one of {', '.join(choices)}")
+    return yaml.safe_load((HERE / f"{kind}s" / f"{name}.yaml").read_text()) or {}
+
+
+def resolve_settings(
+    protocol: str = "paper",
+    profile: str = "paper",
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults <- protocol <- profile <- overrides (see module docstring)."""
+    settings = Settings(protocol=protocol, profile=profile)
+    settings = apply_overrides(settings, _layer("protocol", protocol, PROTOCOLS))
+    settings = apply_overrides(settings, _layer("profile", profile, PROFILES))
+    return apply_overrides(settings, overrides or {})

@@ -1,0 +1,222 @@
+"""Figure 1, left half: CLIP slice labels -> ResNet50 classifier -> Layer-CAM -> AMDA -> CAM ROIs.
+
+Each function is one cached stage over a :class:`~clisc.pipeline.context.RunContext` and returns
+``(key, value)``; keys chain, so a change upstream re-runs exactly what depends on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clisc.data.preprocessing import Volume
+from clisc.pipeline.context import RunContext, load_arrays, save_arrays
+from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
+from clisc.stages.amda import amda_augment, official_intensity_mask
+from clisc.stages.cam import cam_to_mask, layer_cam, postprocess_cam_volume
+from clisc.stages.classifier import predict_tumour_prob, slices_to_input, train_classifier
+from clisc.stages.slice_labels import label_volume
+
+CAM_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.80001, 0.05), 2))
+
+
+def brain_slices(volume: Volume) -> np.ndarray:
+    """Indices z of the axial slices that show brain (non-constant), in order."""
+    flat = volume.image.reshape(-1, volume.image.shape[2])
+    return np.flatnonzero(flat.max(axis=0) > flat.min(axis=0))
+
+
+def gt_slice_labels(volume: Volume) -> np.ndarray:
+    """Per-slice ground-truth label (tumour present), ``Z`` uint8; only the GT switches read it."""
+    return volume.label.reshape(-1, volume.label.shape[2]).any(axis=0).astype(np.uint8)
+
+
+def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
+    """CLIP zero-shot labels of every training slice: ``Z`` int8 per case (1, 0, or -1 dropped)."""
+    s = ctx.settings
+    arch = clip_arch(s.foundation)
+
+    def compute(out: Path) -> None:
+        clip = load_clip_cached(arch, s.foundation.weights, ctx.device)
+        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels) for v in ctx.volumes("train")}
+        save_arrays(out / "labels.npz", labels)
+        (out / "weights.json").write_text(json.dumps({"clip": clip.record.tag}))
+
+    def load(path: Path) -> dict[str, np.ndarray]:
+        ctx.weights.update(json.loads((path / "weights.json").read_text()))
+        return load_arrays(path / "labels.npz")
+
+    settings = {"clip": arch, "weights": s.foundation.weights, "labels": s.slice_labels}
+    return ctx.stage("slice_labels", settings, [ctx.volumes_key], compute, load)
+
+
+def _inputs(volume: Volume, zs: np.ndarray, size: int) -> np.ndarray:
+    """Slices ``z in zs`` as ``NxSxS`` float32 in [0, 1] (min-max per slice, resized): volumes differ
+    in shape after cropping, the classifier's inputs do not."""
+    return slices_to_input(np.moveaxis(volume.image[:, :, zs], 2, 0), size)[:, 0].numpy()
+
+
+def _training_slices(ctx: RunContext, labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier training set ``NxSxS``: every ``stride``-th brain slice whose CLIP label was kept."""
+    images, targets = [], []
+    for volume in ctx.volumes("train"):
+        zs = brain_slices(volume)[:: ctx.settings.slices.stride]
+        zs = zs[labels[volume.case_id][zs] >= 0]
+        images.append(_inputs(volume, zs, ctx.settings.classifier.input_size))
+        targets.append(labels[volume.case_id][zs])
+    return np.concatenate(images), np.concatenate(targets).astype(np.int64)
+
+
+def _validation_slices(ctx: RunContext) -> tuple[torch.Tensor, np.ndarray] | None:
+    """Ground-truth-labelled validation slices, only under the checkpoint-selection GT switch."""
+    if not ctx.settings.gt.select_checkpoints_on_gt:
+        return None
+    images, targets = [], []
+    for volume in ctx.volumes("valid"):
+        zs = brain_slices(volume)[:: ctx.settings.slices.stride]
+        images.append(_inputs(volume, zs, ctx.settings.classifier.input_size))
+        targets.append(gt_slice_labels(volume)[zs])
+    return slices_to_input(np.concatenate(images), ctx.settings.classifier.input_size), np.concatenate(targets)
+
+
+def _classifier_settings(ctx: RunContext):
+    return dataclasses.replace(
+        ctx.settings.classifier, select_on_gt_validation=ctx.settings.gt.select_checkpoints_on_gt
+    )
+
+
+def _train(ctx: RunContext, out: Path, images: np.ndarray, targets: np.ndarray, seed: int) -> None:
+    cs = _classifier_settings(ctx)
+    model, record = new_resnet(ctx.settings.foundation, cs.head, seed)
+    model = model.to(ctx.device)
+    x = slices_to_input(images, cs.input_size)
+    model = train_classifier(model, x, targets, cs, seed=seed, val=_validation_slices(ctx), progress=ctx.progress)
+    torch.save(model.state_dict(), out / "model.pt")
+    (out / "weights.json").write_text(json.dumps({"resnet50": record.tag}))
+
+
+def _loader(ctx: RunContext, seed: int):
+    def load(path: Path) -> torch.nn.Module:
+        ctx.weights.update(json.loads((path / "weights.json").read_text()))
+        model, _ = new_resnet(ctx.settings.foundation, ctx.settings.classifier.head, seed)
+        model.load_state_dict(torch.load(path / "model.pt", map_location=ctx.device))
+        return model.to(ctx.device).eval()
+
+    return load
+
+
+def classifier_raw(ctx: RunContext) -> tuple[str, torch.nn.Module]:
+    """ResNet50 trained on the CLIP labels (before AMDA)."""
+    labels_key, labels = clip_labels(ctx)
+    s = ctx.settings
+    settings = {"classifier": _classifier_settings(ctx), "stride": s.slices.stride, "seed": ctx.seed,
+                "foundation": (s.foundation.size, s.foundation.weights)}
+
+    def compute(out: Path) -> None:
+        images, targets = _training_slices(ctx, labels)
+        _train(ctx, out, images, targets, ctx.seed)
+
+    return ctx.stage("classifier_raw", settings, [labels_key], compute, _loader(ctx, ctx.seed))
+
+
+def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
+    """The classifier retrained with AMDA (paper: masked copies + originals; code: intensity masking)."""
+    raw_key, raw_model = classifier_raw(ctx)
+    s = ctx.settings
+    if s.amda.mode == "none":
+        return raw_key, raw_model
+    labels_key, labels = clip_labels(ctx)
+
+    def compute(out: Path) -> None:
+        x, targets = _training_slices(ctx, labels)
+        if s.amda.mode == "official":
+            augmented, aug_targets = official_intensity_mask(x, s.amda.official_fraction), targets
+        else:
+            tumour = np.flatnonzero(targets == 1)
+            cams = np.zeros_like(x)
+            for start in range(0, len(tumour), 64):
+                idx = tumour[start:start + 64]
+                cams[idx] = layer_cam(raw_model, torch.from_numpy(np.repeat(x[idx, None], 3, 1)), s.cam.layers)
+            copies, copy_targets = amda_augment(x, cams, targets, s.amda, np.random.default_rng(ctx.seed))
+            augmented = np.concatenate([x, copies])
+            aug_targets = np.concatenate([targets, copy_targets])
+        _train(ctx, out, augmented, aug_targets, ctx.seed + 1)
+
+    settings = {"amda": s.amda, "cam_layers": s.cam.layers, "seed": ctx.seed}
+    return ctx.stage("classifier_amda", settings, [raw_key, labels_key], compute, _loader(ctx, ctx.seed + 1))
+
+
+def _volume_cams(ctx: RunContext, model: torch.nn.Module, volume: Volume, gate: np.ndarray) -> np.ndarray:
+    """Layer-CAM of the gated slices, ``XxYxZ`` float32 in [0, 1] (zero elsewhere)."""
+    cams = np.zeros(volume.image.shape, np.float32)
+    zs = np.flatnonzero(gate)
+    size = ctx.settings.classifier.input_size
+    for start in range(0, len(zs), 32):
+        z = zs[start:start + 32]
+        x = slices_to_input(np.moveaxis(volume.image[:, :, z], 2, 0), size).to(ctx.device)
+        cam = layer_cam(model, x, ctx.settings.cam.layers, out_size=volume.image.shape[:2])
+        cams[:, :, z] = np.moveaxis(cam, 0, 2)
+    return cams
+
+
+def _gates(ctx: RunContext, split: str, model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Which slices get a CAM: CLIP tumour label on train, classifier verdict elsewhere (paper);
+    AND the ground-truth slice label under the code's gating switch."""
+    labels = clip_labels(ctx)[1] if split == "train" else None
+    gates = {}
+    for volume in ctx.volumes(split):
+        if labels is not None:
+            gate = labels[volume.case_id] == 1
+        else:
+            gate = np.zeros(volume.image.shape[2], bool)
+            zs = brain_slices(volume)
+            if len(zs):
+                x = slices_to_input(np.moveaxis(volume.image[:, :, zs], 2, 0), ctx.settings.classifier.input_size)
+                gate[zs] = predict_tumour_prob(model, x) > 0.5
+        if ctx.settings.gt.gate_cams_with_gt:
+            gate &= gt_slice_labels(volume).astype(bool)
+        gates[volume.case_id] = gate
+    return gates
+
+
+def _roi(cams: np.ndarray, threshold: float, postprocess: bool) -> np.ndarray:
+    mask = cam_to_mask(cams, threshold)
+    return postprocess_cam_volume(mask) if postprocess else mask
+
+
+def cam_threshold(ctx: RunContext, which: str) -> float:
+    """The CAM binarisation threshold: fixed (label-free), or the code's grid search on validation GT."""
+    s = ctx.settings
+    if not s.gt.tune_cam_threshold_on_gt:
+        return s.cam.threshold
+    from clisc.evaluation.metrics import dice
+
+    model = (classifier_amda if which == "amda" else classifier_raw)(ctx)[1]
+    gates = _gates(ctx, "valid", model)
+    cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in ctx.volumes("valid")]
+    scores = [np.mean([dice(_roi(c, t, s.cam.postprocess), gt) for c, gt in cams]) for t in CAM_THRESHOLD_GRID]
+    return float(CAM_THRESHOLD_GRID[int(np.argmax(scores))])
+
+
+def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    """CAMs and ROI masks of one split: ``{case_id: {"cam": XxYxZ float16, "roi": XxYxZ uint8}}``."""
+    model_key, model = (classifier_amda if which == "amda" else classifier_raw)(ctx)
+    s = ctx.settings
+    threshold = cam_threshold(ctx, which)
+
+    def compute(out: Path) -> None:
+        gates = _gates(ctx, split, model)
+        for volume in ctx.volumes(split):
+            cams = _volume_cams(ctx, model, volume, gates[volume.case_id])
+            roi = _roi(cams, threshold, s.cam.postprocess).astype(np.uint8)
+            save_arrays(out / f"{volume.case_id}.npz", {"cam": cams.astype(np.float16), "roi": roi})
+
+    def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
+        return {p.stem: load_arrays(p) for p in sorted(path.glob("*.npz"))}
+
+    settings = {"split": split, "cam": dataclasses.replace(s.cam, threshold=threshold), "gt": s.gt}
+    inputs = [model_key, ctx.volumes_key] + ([clip_labels(ctx)[0]] if split == "train" else [])
+    return ctx.stage(f"cam_rois_{which}", settings, inputs, compute, load)

@@ -1,0 +1,180 @@
+"""Figure 1, right half: SAM pseudo-labels -> 3D U-Net -> S3F -> round 2; and the reference rows.
+
+Per-case work (SAM over a volume, predictions) is saved case by case in a scratch directory while a
+stage runs, and U-Net training checkpoints every epoch, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clisc.cache import stage_key
+from clisc.data.preprocessing import Volume
+from clisc.pipeline.context import RunContext, load_arrays, save_arrays
+from clisc.pipeline.models import load_sam_cached, sam_arch
+from clisc.pipeline.steps_cam import cam_rois
+from clisc.stages.prompts import PromptSettings
+from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
+from clisc.stages.s3f import s3f_round
+from clisc.stages.unet3d import build_unet, predict_volume, train_unet
+
+
+def segmenter(ctx: RunContext) -> SamSegmenter:
+    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content)."""
+    s = ctx.settings
+    memo = ("segmenter", "")
+    if memo not in ctx._memo:
+        arch = sam_arch(s.foundation)
+        sam, record = load_sam_cached(arch, s.foundation.weights, ctx.device)
+        ctx.weights["sam"] = record.tag
+        directory = ctx.cache_root / "sam_embeddings" if s.sam.embedding_cache == "disk" else None
+        cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
+        tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
+        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag)
+    return ctx._memo[memo]
+
+
+def _per_case_stage(
+    ctx: RunContext,
+    name: str,
+    settings: dict,
+    inputs: list[str],
+    volumes: Sequence[Volume],
+    segment_case: Callable[[Volume], np.ndarray],
+) -> tuple[str, dict[str, np.ndarray]]:
+    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case."""
+    key = stage_key(name, settings, inputs)
+    work = ctx.scratch(name, key)
+
+    def compute(out: Path) -> None:
+        for volume in volumes:
+            part = work / f"{volume.case_id}.npz"
+            if not part.is_file():
+                save_arrays(work / f"{volume.case_id}.tmp.npz", {"mask": segment_case(volume).astype(np.uint8)})
+                (work / f"{volume.case_id}.tmp.npz").replace(part)
+            (out / part.name).write_bytes(part.read_bytes())
+
+    def load(path: Path) -> dict[str, np.ndarray]:
+        return {p.stem: load_arrays(p)["mask"] for p in sorted(path.glob("*.npz"))}
+
+    return ctx.stage(name, settings, inputs, compute, load)
+
+
+def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
+    """SAM prompted from the AMDA-CAM ROI of each slice: the 3D pseudo-labels (train) or the
+    Table-2 SAM rows (test)."""
+    rois_key, rois = cam_rois(ctx, split, "amda")
+    s = ctx.settings
+    sam = segmenter(ctx)
+
+    def run(volume: Volume) -> np.ndarray:
+        roi = rois[volume.case_id]
+        cams = roi["cam"].astype(np.float32) if s.prompts.variant == "official" else None
+        return segment_volume(volume.image, roi["roi"].astype(bool), s.prompts, sam, cams)
+
+    settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
+    return _per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
+
+
+def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, dict[str, np.ndarray]]:
+    """Reference row: SAM prompted with box + points from each slice's true mask."""
+    sam = segmenter(ctx)
+    prompts = PromptSettings("box+points", 0)
+
+    def run(volume: Volume) -> np.ndarray:
+        return segment_volume(volume.image, volume.label.astype(bool), prompts, sam)
+
+    settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "model": sam.model_tag}
+    return _per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
+
+
+def _unet_settings(ctx: RunContext):
+    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=ctx.settings.gt.select_checkpoints_on_gt)
+
+
+def train_network(
+    ctx: RunContext, name: str, inputs: list[str], targets: Callable[[], dict[str, np.ndarray]]
+) -> tuple[str, torch.nn.Module]:
+    """A 3D U-Net trained on ``targets()`` (case id -> ``XxYxZ`` mask over training volumes)."""
+    us = _unet_settings(ctx)
+    settings = {"unet": us, "seed": ctx.seed}
+    key = stage_key(name, settings, inputs)
+
+    def compute(out: Path) -> None:
+        labels = targets()
+        train = [v for v in ctx.volumes("train") if v.case_id in labels]
+        val = None
+        if us.select_on_gt_validation:
+            val = ([v.image for v in ctx.volumes("valid")], [v.label for v in ctx.volumes("valid")])
+        model = train_unet(
+            [v.image for v in train], [labels[v.case_id] for v in train], us, seed=ctx.seed,
+            device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
+        )
+        torch.save(model.state_dict(), out / "model.pt")
+        (out / "cases.json").write_text(json.dumps([v.case_id for v in train]))
+
+    def load(path: Path) -> torch.nn.Module:
+        model = build_unet(us)
+        model.load_state_dict(torch.load(path / "model.pt", map_location=ctx.device))
+        return model.to(ctx.device).eval()
+
+    return ctx.stage(name, settings, inputs, compute, load)
+
+
+def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: str) -> tuple[str, dict[str, np.ndarray]]:
+    model_key, model = network
+    us = _unet_settings(ctx)
+
+    def run(volume: Volume) -> np.ndarray:
+        return predict_volume(model, volume.image, us, ctx.device)
+
+    settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap}
+    return _per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
+
+
+def unet_round1(ctx: RunContext) -> tuple[str, torch.nn.Module]:
+    labels_key, labels = sam_pseudo_labels(ctx, "train")
+    return train_network(ctx, "unet_round1", [labels_key], lambda: labels)
+
+
+def s3f(ctx: RunContext) -> tuple[str, dict]:
+    """S3F: round-1 predictions -> prompts -> SAM -> per-volume Dice -> keep above the beta-th percentile."""
+    round1 = unet_round1(ctx)
+    preds_key, preds = predictions(ctx, round1, "train")
+    s = ctx.settings
+    sam = segmenter(ctx)
+    prompts = PromptSettings(s.prompts.variant if s.prompts.variant != "official" else "box+points",
+                             s.s3f.box_dilation)
+    volumes = ctx.volumes("train")
+
+    def compute(out: Path) -> None:
+        result = s3f_round(
+            [v.case_id for v in volumes], [v.image for v in volumes], [preds[v.case_id] for v in volumes],
+            lambda image, pred: segment_volume(image, pred.astype(bool), prompts, sam), s.s3f,
+        )
+        (out / "similarity.json").write_text(json.dumps({"similarity": result.similarities, "kept": result.kept}))
+        save_arrays(out / "targets.npz", {k: v.astype(np.uint8) for k, v in result.targets.items()})
+
+    def load(path: Path) -> dict:
+        info = json.loads((path / "similarity.json").read_text())
+        return {**info, "targets": load_arrays(path / "targets.npz")}
+
+    settings = {"s3f": s.s3f, "prompts": prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
+    return ctx.stage("s3f", settings, [preds_key], compute, load)
+
+
+def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
+    s3f_key, result = s3f(ctx)
+    return train_network(ctx, "unet_round2", [s3f_key], lambda: result["targets"])
+
+
+def fully_supervised(ctx: RunContext) -> tuple[str, torch.nn.Module]:
+    """Reference row: the same network and schedule trained on the ground-truth masks."""
+    return train_network(
+        ctx, "unet_supervised", [ctx.volumes_key], lambda: {v.case_id: v.label for v in ctx.volumes("train")}
+    )

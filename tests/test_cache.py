@@ -1,0 +1,61 @@
+"""clisc.cache: keys are stable and content-derived; entries appear only when complete."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clisc.cache import StageCache, atomic_write_bytes, stable_hash, stage_key
+
+
+@dataclass(frozen=True)
+class _Settings:
+    alpha: float = 20.0
+    layers: tuple = ("layer3",)
+
+
+def test_stable_hash_ignores_key_order_and_follows_values():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+    assert stable_hash(_Settings()) == stable_hash({"alpha": 20.0, "layers": ["layer3"]})
+    assert stable_hash(Path("/x")) == stable_hash("/x")
+
+
+@pytest.mark.parametrize("change", [
+    dict(stage="other"), dict(settings=_Settings(alpha=10.0)), dict(inputs=["upstream2"]),
+])
+def test_stage_key_changes_with_name_settings_and_inputs(change):
+    base = dict(stage="cam", settings=_Settings(), inputs=["upstream1"])
+    assert stage_key(**base) == stage_key(**dict(base))
+    assert stage_key(**{**base, **change}) != stage_key(**base)
+
+
+def test_entry_published_only_on_success(tmp_path):
+    cache = StageCache(tmp_path)
+    with pytest.raises(RuntimeError):
+        with cache.writing("sam", "k1") as tmp:
+            (tmp / "part.npz").write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not cache.has("sam", "k1")
+    assert not cache.path("sam", "k1").exists()
+    assert list((tmp_path / "sam").iterdir()) == []  # no temp dir left behind
+
+    with cache.writing("sam", "k1", {"n": 3}) as tmp:
+        (tmp / "out.txt").write_text("done")
+    assert cache.has("sam", "k1")
+    assert (cache.path("sam", "k1") / "out.txt").read_text() == "done"
+    assert cache.manifest("sam", "k1") == {"n": 3}
+
+
+def test_clean_partial_removes_leftovers_of_a_killed_process(tmp_path):
+    cache = StageCache(tmp_path)
+    (tmp_path / "unet" / ".abc.tmp-1234").mkdir(parents=True)
+    assert cache.clean_partial() == 1
+    assert not any((tmp_path / "unet").iterdir())
+
+
+def test_atomic_write_bytes_replaces_whole_file(tmp_path):
+    target = tmp_path / "a" / "f.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
