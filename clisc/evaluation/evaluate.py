@@ -99,3 +99,19 @@ def summarize(per_case: pd.DataFrame, seed: int = 0) -> dict[str, float]:
         summary[f"hd95_{group}"], summary[f"hd95_{group}_std"] = _mean_std(in_group["hd95"])
     summary["dsc_ci_low"], summary["dsc_ci_high"] = bootstrap_ci(per_case["dsc"].to_numpy(), seed=seed)
     return summary
+
+
+def summary_table(summary: dict[str, float]) -> pd.DataFrame:
+    """A ``summarize`` result as a table: rows ``all`` and each size group; columns ``n``,
+    ``dsc_mean``, ``dsc_std``, ``hd95_mean``, ``hd95_std``."""
+    rows = {"all": [summary["n_cases"], summary["dsc_mean"], summary["dsc_std"], summary["hd95_mean"], summary["hd95_std"]]}
+    for group in SIZE_GROUPS:
+        rows[group] = [
+            summary[f"n_{group}"],
+            summary[f"dsc_{group}"],
+            summary[f"dsc_{group}_std"],
+            summary[f"hd95_{group}"],
+            summary[f"hd95_{group}_std"],
+        ]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["n", "dsc_mean", "dsc_std", "hd95_mean", "hd95_std"])
+    return table.astype({"n": "int64"})

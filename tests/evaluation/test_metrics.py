@@ -22,9 +22,6 @@ from clisc.evaluation.metrics import (
     surface,
 )
 
-SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "brats-sample"
-
-
 def _random_masks(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Two irregular non-empty masks of a random small shape and a random anisotropic spacing."""
     rng = np.random.default_rng(seed)
@@ -139,10 +136,8 @@ def test_bounding_box_and_surface(order: str) -> None:
 
 
 @pytest.mark.brats_sample
-def test_hd95_equals_medpy_on_a_real_case() -> None:
-    case = SAMPLE / "Brats18_2013_20_1"
-    if not case.is_dir():
-        pytest.skip(f"BraTS sample not found at {SAMPLE}")
+def test_hd95_equals_medpy_on_a_real_case(brats_sample: Path) -> None:
+    case = brats_sample / "Brats18_2013_20_1"
     gt = np.asarray(nib.load(case / f"{case.name}_seg.nii.gz").dataobj) > 0
     pred = ndimage.binary_dilation(gt, iterations=2)
     pred[:, :, 70:74] = False
