@@ -57,7 +57,7 @@ def layer_cam(model: nn.Module, images: torch.Tensor, layers: Sequence[str] = ("
     model.eval()
     try:
         with torch.enable_grad():
-            inputs = images.to(device).float().requires_grad_(True)
+            inputs = images.detach().to(device).float().requires_grad_(True)
             scores = model(inputs)[:, class_index].sum()  # images are independent in eval mode
             captured = [activations[name] for name in layers]
             gradients = torch.autograd.grad(scores, captured)
