@@ -7,14 +7,20 @@ ViT (64 px, patch 16) and text transformer with 64-d embeddings, random weights 
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import huggingface_hub
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
 from clisc.errors import WeightsError
 from clisc.foundation.weights import WeightsRecord, cached_sha256
@@ -25,21 +31,25 @@ TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "clisc-tiny-clip.jso
 open_clip.add_model_config(TINY_CONFIG)
 
 HF_HUB_PREFIX = "hf-hub:"
-HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HUB_WEIGHT_FILES = (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)  # open_clip's preference order
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
 class ClipArch:
-    """How open_clip builds one architecture: model name and pretrained tag (None for hf-hub names)."""
+    """How open_clip builds one architecture: model name, pretrained tag (None for hf-hub names) and
+    the extra packages it needs beyond open_clip's own."""
 
     model_name: str
     pretrained_tag: str | None
+    requires: tuple[str, ...] = ()
 
 
 CLIP_ARCHS: dict[str, ClipArch] = {
     "ViT-B-32-quickgelu": ClipArch("ViT-B-32-quickgelu", "openai"),
     "ViT-B-16-quickgelu": ClipArch("ViT-B-16-quickgelu", "openai"),
-    "biomedclip": ClipArch("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None),
+    "biomedclip": ClipArch("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None,
+                           requires=("transformers",)),  # PubMedBERT text tower and tokenizer
     "tiny": ClipArch(TINY_CONFIG.stem, None),
 }
 
@@ -87,10 +97,14 @@ class ClipModel:
 
 
 def _arch(name: str) -> ClipArch:
-    try:
-        return CLIP_ARCHS[name]
-    except KeyError:
-        raise WeightsError(f"unknown CLIP architecture {name!r}; known: {', '.join(CLIP_ARCHS)}") from None
+    """The registry entry ``name`` whose extra packages are installed, else WeightsError."""
+    if name not in CLIP_ARCHS:
+        raise WeightsError(f"unknown CLIP architecture {name!r}; known: {', '.join(CLIP_ARCHS)}")
+    arch = CLIP_ARCHS[name]
+    missing = [package for package in arch.requires if importlib.util.find_spec(package) is None]
+    if missing:
+        raise WeightsError(f"CLIP {name} needs {', '.join(missing)}; pip install {' '.join(missing)}")
+    return arch
 
 
 def _hub_repo(arch: ClipArch) -> str:
@@ -98,31 +112,53 @@ def _hub_repo(arch: ClipArch) -> str:
     if arch.model_name.startswith(HF_HUB_PREFIX):
         return arch.model_name[len(HF_HUB_PREFIX):]
     cfg = open_clip.get_pretrained_cfg(arch.model_name, arch.pretrained_tag or "")
-    return cfg.get("hf_hub", "").rstrip("/") or cfg.get("url", "")
+    return os.path.split(cfg["hf_hub"])[0] if cfg.get("hf_hub") else cfg.get("url", "")
 
 
-def _hub_error(name: str, arch: ClipArch, err: Exception) -> WeightsError:
-    reason = " ".join(str(err).split())[:200] or type(err).__name__
-    return WeightsError(f"cannot fetch CLIP {name} weights from the Hugging Face hub repo {_hub_repo(arch)} "
-                        f"({reason}); pass weights=<path> to a local open_clip checkpoint")
+def _root_cause(err: BaseException) -> str:
+    """One line for the innermost exception of a chain (open_clip wraps hub errors twice)."""
+    while (inner := err.__cause__ or err.__context__) is not None:
+        err = inner
+    return " ".join(f"{type(err).__name__}: {err}".split())[:200]
 
 
-def _fetch_pretrained(name: str, arch: ClipArch) -> Path:
-    """Local file of the arch's pretrained checkpoint, downloaded (and cached) by open_clip."""
+def _hub_error(name: str, arch: ClipArch, err: Exception | str) -> WeightsError:
+    reason = _root_cause(err) if isinstance(err, BaseException) else err
+    local = "model folder" if arch.model_name.startswith(HF_HUB_PREFIX) else "checkpoint"
+    return WeightsError(f"cannot fetch CLIP {name} from the Hugging Face hub repo {_hub_repo(arch)} "
+                        f"({reason}); pass weights=<path> to a local open_clip {local}")
+
+
+def _hub_online() -> bool:
+    """False in HF offline mode or when the hub endpoint does not accept a TCP connection within a few
+    seconds (the hub client would otherwise retry for most of a minute before failing)."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let the hub client try
+    endpoint = urlparse(huggingface_hub.constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        if arch.pretrained_tag is None:
-            return Path(open_clip.download_pretrained_from_hf(_hub_repo(arch)))
-        cfg = open_clip.get_pretrained_cfg(arch.model_name, arch.pretrained_tag)
-        return Path(open_clip.download_pretrained(cfg))
-    except Exception as e:  # hub / network errors come in many classes (OSError, httpx, hub errors)
-        raise _hub_error(name, arch, e) from None
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cached_hub_file(repo: str, filenames: tuple[str, ...]) -> Path | None:
+    """The first of ``filenames`` already in the local Hugging Face cache for ``repo``, if any."""
+    for filename in filenames:
+        found = huggingface_hub.try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
 
 
 def _hub_dir_checkpoint(directory: Path) -> Path:
-    for filename in HUB_WEIGHT_FILES:
-        if (directory / filename).is_file():
-            return directory / filename
-    raise WeightsError(f"{directory}: no {' or '.join(HUB_WEIGHT_FILES)} in this open_clip model folder")
+    found = [directory / f for f in HUB_WEIGHT_FILES if (directory / f).is_file()]
+    if not found:
+        raise WeightsError(f"{directory}: no {' or '.join(HUB_WEIGHT_FILES)} in this open_clip model folder")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -134,15 +170,40 @@ class _Source:
     checkpoint: Path | None
 
 
+def _pretrained_source(name: str, arch: ClipArch) -> _Source:
+    """open_clip's own download (hub, cached) when online, else the local hub cache, else WeightsError."""
+    hub, repo, online = arch.model_name.startswith(HF_HUB_PREFIX), _hub_repo(arch), _hub_online()
+    try:
+        if hub and online:
+            checkpoint = Path(open_clip.pretrained.download_pretrained_from_hf(repo))
+            return _Source(arch.model_name, None, checkpoint)
+        if online:
+            checkpoint = Path(open_clip.download_pretrained(
+                open_clip.get_pretrained_cfg(arch.model_name, arch.pretrained_tag or "")))
+            return _Source(arch.model_name, str(checkpoint), checkpoint)
+    except Exception as e:  # hub / network errors come in many classes (OSError, httpx, hub errors)
+        raise _hub_error(name, arch, e) from None
+    cached = _cached_hub_file(repo, (HF_CONFIG_NAME,) if hub else HUB_WEIGHT_FILES)
+    if cached is None:
+        raise _hub_error(name, arch, "hub unreachable or offline mode, and not in the local cache")
+    if hub:
+        return _Source(f"local-dir:{cached.parent}", None, _hub_dir_checkpoint(cached.parent))
+    return _Source(arch.model_name, str(cached), cached)
+
+
 def _source(name: str, arch: ClipArch, weights: str) -> _Source:
     hub = arch.model_name.startswith(HF_HUB_PREFIX)
+    if weights == "random" and hub and not _hub_online():  # the architecture lives in the hub config
+        config = _cached_hub_file(_hub_repo(arch), (HF_CONFIG_NAME,))
+        if config is None:
+            raise _hub_error(name, arch, "hub unreachable or offline mode, and its config not in the local cache")
+        return _Source(f"local-dir:{config.parent}", None, None)
     if weights == "random":
         return _Source(arch.model_name, None, None)
     if weights == "pretrained":
         if arch.pretrained_tag is None and not hub:
             raise WeightsError(f"CLIP {name} has no pretrained weights; use weights='random' or a local path")
-        checkpoint = _fetch_pretrained(name, arch)
-        return _Source(arch.model_name, None if hub else str(checkpoint), checkpoint)
+        return _pretrained_source(name, arch)
     path = Path(weights).expanduser()
     if hub:  # a hub snapshot folder: open_clip_config.json + weights + tokenizer files
         if not path.is_dir():
@@ -161,12 +222,10 @@ def _create(name: str, arch: ClipArch, weights: str, source: _Source, device: st
                                        load_weights=source.checkpoint is not None, pretrained_text=False,
                                        require_pretrained=source.checkpoint is not None)
         return model, open_clip.get_tokenizer(source.model_name)
-    except ImportError as e:
-        raise WeightsError(f"CLIP {name} needs an extra package ({e}); pip install transformers") from None
     except Exception as e:  # strict-load mismatch, unpickling error, hub config fetch
         if source.checkpoint is None or weights == "pretrained":
             raise _hub_error(name, arch, e) from None
-        reason = " ".join(str(e).split())[:200]
+        reason = _root_cause(e)
         raise WeightsError(f"{weights}: not a loadable open_clip checkpoint for CLIP {name} ({reason})") from None
 
 
