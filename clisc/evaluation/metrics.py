@@ -167,7 +167,7 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: np.ndarray) -> 
 def hd95(
     pred: np.ndarray,
     gt: np.ndarray,
-    spacing: Sequence[float] | float = 1.0,
+    spacing: Sequence[float] | float,
     empty_hd95: float = EMPTY_HD95_MM,
 ) -> float:
     """95th-percentile symmetric surface distance in mm (medpy's ``hd95``), with the empty-mask rule.
