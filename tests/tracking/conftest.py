@@ -1,4 +1,4 @@
-"""Fixtures for the tracking tests: the evaluation API and a temporary SQLite MLflow store."""
+"""Fixtures for the tracking tests: fake results and a temporary SQLite MLflow store."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +12,6 @@ def load_fakes():
     spec = importlib.util.spec_from_file_location("clisc_test_fakes", Path(__file__).with_name("fakes.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.ensure_evaluation_api()
     return module
 
 

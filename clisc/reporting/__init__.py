@@ -1,0 +1,1 @@
+"""Tables and figures of the paper rebuilt from the runs tracked in MLflow."""

@@ -1,0 +1,253 @@
+"""The paper's Table 1, Table 2 and size-group table, rebuilt from MethodResults (read from MLflow).
+
+Every number comes from the per-case tables of the runs, except the paper's published values, which
+are data in ``paper_values.yaml``. Cells are display strings (``mean ± std``), so one DataFrame
+writes identically to Markdown, CSV and LaTeX; the notes explaining them travel in ``df.attrs``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from clisc.pipeline.result import MethodResult
+
+PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
+REFERENCE_METHOD = "clisc"
+NOT_RUN = "not run"
+RANDOM_WEIGHTS_NOTE = "random weights — not comparable to the paper"
+SYNTHETIC_DATA_NOTE = "synthetic data — not comparable to the paper"
+ALPHA = 0.05
+CI_CONFIDENCE = 0.95
+CI_RESAMPLES = 10000
+
+
+@cache
+def paper_rows(table: str) -> tuple[dict[str, Any], ...]:
+    """Rows of the paper's ``table1`` or ``table2`` in its order (method, label, label_free, dsc, hd95...)."""
+    return tuple(yaml.safe_load(PAPER_VALUES.read_text())[table])
+
+
+def size_groups() -> list[str]:
+    from clisc.evaluation.groups import SIZE_GROUPS
+
+    return list(SIZE_GROUPS)
+
+
+def by_method(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
+    """Results grouped by method, seeds in ascending order."""
+    grouped: dict[str, list[MethodResult]] = {}
+    for result in results:
+        grouped.setdefault(result.method, []).append(result)
+    return {m: sorted(runs, key=lambda r: r.seed) for m, runs in grouped.items()}
+
+
+def seed_mean_summary(runs: Sequence[MethodResult]) -> dict[str, float]:
+    """``summarize`` of each seed's per-case table, averaged over seeds (mean of per-seed means/stds)."""
+    from clisc.evaluation import summarize
+
+    per_seed = pd.DataFrame([{k: float(v) for k, v in summarize(r.per_case).items()} for r in runs])
+    return per_seed.mean(skipna=True).to_dict()
+
+
+def case_means(runs: Sequence[MethodResult], column: str) -> pd.Series:
+    """Per-case ``column`` averaged over seeds, indexed by case_id (NaN cases dropped)."""
+    stacked = pd.concat([r.per_case[["case_id", column]] for r in runs])
+    return stacked.groupby("case_id")[column].mean().dropna()
+
+
+def comparability_note(runs: Sequence[MethodResult]) -> str:
+    """The banner for runs with random foundation weights or synthetic data, else ''."""
+    notes = []
+    if any("=random" in r.tags.get("weights", "") for r in runs):
+        notes.append(RANDOM_WEIGHTS_NOTE)
+    if any(r.tags.get("synthetic_data", "").lower() == "true" for r in runs):
+        notes.append(SYNTHETIC_DATA_NOTE)
+    return "; ".join(notes)
+
+
+def wilcoxon_p(reference: pd.Series, other: pd.Series) -> float:
+    """Two-sided paired Wilcoxon p of two per-case series over their common cases (1.0 if identical)."""
+    from clisc.evaluation.stats import paired_wilcoxon
+
+    common = reference.index.intersection(other.index)
+    if len(common) == 0:
+        return math.nan
+    a, b = reference.loc[common], other.loc[common]
+    if np.allclose(a.to_numpy(), b.to_numpy()):
+        return 1.0
+    return float(paired_wilcoxon(a, b)[1])
+
+
+def _fmt(mean: float, std: float | None = None) -> str:
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def _ci(values: pd.Series) -> str:
+    from clisc.evaluation.stats import bootstrap_ci
+
+    if len(values) < 2:
+        return "n/a"
+    lo, hi = bootstrap_ci(values.to_numpy(), confidence=CI_CONFIDENCE, n_resamples=CI_RESAMPLES, seed=0)
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _delta(ours: float, paper: float | None) -> str:
+    if paper is None or math.isnan(ours):
+        return ""
+    return f"{ours - paper:+.2f}"
+
+
+def _row_specs(table: str, grouped: dict[str, list[MethodResult]]) -> list[dict[str, Any]]:
+    """The paper's rows in order, then methods that ran but are not in the paper's table."""
+    specs = [dict(row) for row in paper_rows(table)]
+    known = {row["method"] for row in specs}
+    for method, runs in grouped.items():
+        if method not in known:
+            label_free = runs[0].tags.get("label_free", "").lower() == "true"
+            specs.append({"method": method, "label": method, "label_free": label_free})
+    return specs
+
+
+def _significance(grouped: dict[str, list[MethodResult]], specs: list[dict[str, Any]]) -> tuple[dict[str, float], bool]:
+    """p of CLISC vs each other method (DSC), and whether CLISC beats every other label-free one."""
+    if REFERENCE_METHOD not in grouped:
+        return {}, False
+    reference = case_means(grouped[REFERENCE_METHOD], "dsc")
+    p = {m: wilcoxon_p(reference, case_means(runs, "dsc")) for m, runs in grouped.items() if m != REFERENCE_METHOD}
+    rivals = [s["method"] for s in specs if s["label_free"] and s["method"] in p]
+    marked = bool(rivals) and all(p[m] < ALPHA for m in rivals)
+    return p, marked
+
+
+def _notes(grouped: dict[str, list[MethodResult]]) -> list[str]:
+    notes = [
+        "DSC (%) and HD95 (mm): mean ± std over test cases; with several seeds, the mean of the per-seed "
+        "means and of the per-seed stds (column seeds).",
+        f"95% CI: percentile bootstrap ({CI_RESAMPLES} resamples, seed 0) of the mean of per-case values "
+        "(each case averaged over seeds).",
+        "p: two-sided paired Wilcoxon signed-rank test of per-case DSC, CLISC vs the row's method, on the "
+        f"cases both ran. * on CLISC: p < {ALPHA} against every other label-free method.",
+        "Δ: ours minus the paper's published mean.",
+    ]
+    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
+    return [f"WARNING: some rows ran with {b}." for b in banners] + notes
+
+
+def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFrame:
+    """Rows of the paper's ``table`` (``table1``/``table2``): ours beside the paper's, CI, p, notes."""
+    grouped = by_method(results)
+    specs = _row_specs(table, grouped)
+    p_values, clisc_marked = _significance(grouped, specs)
+    rows = []
+    for spec in specs:
+        method = spec["method"]
+        paper_dsc, paper_hd = spec.get("dsc"), spec.get("hd95")
+        row = {
+            "method": spec["label"],
+            "label-free": "yes" if spec["label_free"] else "no",
+            "paper DSC": _fmt(*paper_dsc) if paper_dsc else "",
+            "paper HD95": _fmt(*paper_hd) if paper_hd else "",
+        }
+        runs = grouped.get(method)
+        if not runs:
+            row.update({"seeds": "", "cases": "", "DSC": NOT_RUN, "DSC 95% CI": "", "Δ DSC": "",
+                        "HD95": NOT_RUN, "HD95 95% CI": "", "Δ HD95": "", "p vs CLISC": "", "note": NOT_RUN})
+            rows.append(row)
+            continue
+        summary = seed_mean_summary(runs)
+        mark = "*" if method == REFERENCE_METHOD and clisc_marked else ""
+        p = p_values.get(method, math.nan)
+        row.update({
+            "seeds": str(len(runs)),
+            "cases": str(int(summary["n_cases"])),
+            "DSC": _fmt(summary["dsc_mean"], summary["dsc_std"]) + mark,
+            "DSC 95% CI": _ci(case_means(runs, "dsc")),
+            "Δ DSC": _delta(summary["dsc_mean"], paper_dsc[0] if paper_dsc else None),
+            "HD95": _fmt(summary["hd95_mean"], summary["hd95_std"]),
+            "HD95 95% CI": _ci(case_means(runs, "hd95")),
+            "Δ HD95": _delta(summary["hd95_mean"], paper_hd[0] if paper_hd else None),
+            "p vs CLISC": "" if math.isnan(p) else f"{p:.3g}",
+            "note": comparability_note(runs),
+        })
+        rows.append(row)
+    columns = ["method", "label-free", "seeds", "cases", "DSC", "DSC 95% CI", "paper DSC", "Δ DSC",
+               "HD95", "HD95 95% CI", "paper HD95", "Δ HD95", "p vs CLISC", "note"]
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs["notes"] = _notes(grouped)
+    return df
+
+
+def table1(results: Iterable[MethodResult]) -> pd.DataFrame:
+    """The paper's Table 1 (methods) with our values beside the published ones."""
+    return comparison_table(results, "table1")
+
+
+def table2(results: Iterable[MethodResult]) -> pd.DataFrame:
+    """The paper's Table 2 (ablation) with our values beside the published ones."""
+    return comparison_table(results, "table2")
+
+
+def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.DataFrame:
+    """DSC (ours, paper) and HD95 (ours) per tumour-size group, rows in the paper's order."""
+    grouped = by_method(results)
+    groups = size_groups()
+    rows = []
+    for spec in _row_specs(table, grouped):
+        runs = grouped.get(spec["method"])
+        paper_groups = spec.get("groups", {})
+        row: dict[str, str] = {"method": spec["label"]}
+        summary = seed_mean_summary(runs) if runs else {}
+        for group in groups:
+            row[f"DSC {group}"] = _fmt(summary.get(f"dsc_{group}", math.nan)) if runs else NOT_RUN
+            row[f"paper DSC {group}"] = _fmt(paper_groups[group]) if group in paper_groups else ""
+        for group in groups:
+            row[f"HD95 {group}"] = _fmt(summary.get(f"hd95_{group}", math.nan)) if runs else NOT_RUN
+        row["note"] = comparability_note(runs) if runs else NOT_RUN
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["notes"] = [line for line in _notes(grouped) if line.startswith("WARNING")] + [
+        "Mean per size group (quintiles of ground-truth tumour volume); several seeds: mean of per-seed means."
+    ]
+    return df
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """GitHub Markdown pipe table of ``df`` (cells as strings, ``|`` escaped), then its notes."""
+    def cells(values: Iterable[Any]) -> str:
+        return "| " + " | ".join(str(v).replace("|", r"\|") for v in values) + " |"
+
+    lines = [cells(df.columns), "|" + "|".join("---" for _ in df.columns) + "|"]
+    lines += [cells(row) for row in df.itertuples(index=False)]
+    notes = df.attrs.get("notes", [])
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
+
+
+def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """Write ``stem.md`` (own pipe-table writer), ``stem.csv`` and ``stem.tex`` (pandas ``to_latex``)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
+    md.write_text(markdown_table(df), encoding="utf-8")
+    df.to_csv(csv, index=False)
+    caption = " ".join(df.attrs.get("notes", [])) or None
+    tex.write_text(
+        df.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None), encoding="utf-8"
+    )
+    return [md, csv, tex]

@@ -1,0 +1,102 @@
+"""Tables 1/2 and the size table from hand-made per-case values whose summaries are known."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clisc.reporting.tables import (NOT_RUN, RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE, paper_rows, size_table,
+                                    table1, table2, write_table)
+
+CLISC_DSC = [80, 90, 70, 60, 100, 85, 95, 75, 65, 80]  # mean 80.00, std (ddof 1) 12.91
+LOW_DSC = [d - 30 + i for i, d in enumerate(CLISC_DSC)]  # always lower than CLISC: Wilcoxon p = 0.002
+
+
+def row(df: pd.DataFrame, label: str) -> pd.Series:
+    return df.set_index("method").loc[label]
+
+
+def test_table1_values_order_and_not_run(fakes) -> None:
+    df = table1([fakes.fake_result("clisc", CLISC_DSC, hd95=[5.0] * 10),
+                 fakes.fake_result("fully_supervised", [90.0] * 10)])
+    assert list(df["method"]) == [r["label"] for r in paper_rows("table1")]
+    clisc = row(df, "CLISC")
+    assert clisc["DSC"] == "80.00 ± 12.91"
+    assert clisc["paper DSC"] == "85.60 ± 9.26" and clisc["Δ DSC"] == "-5.60"
+    assert clisc["HD95"] == "5.00 ± 0.00" and clisc["Δ HD95"] == "-1.72"
+    assert clisc["seeds"] == "1" and clisc["cases"] == "10"
+    lo, hi = (float(x) for x in clisc["DSC 95% CI"].strip("[]").split(","))
+    assert lo < 80 < hi
+    for label in ("SaLIP", "AMCons", "GradCAMCons", "3D IF", "Sim2Real", "SAM (prompts from ground truth)"):
+        assert row(df, label)["DSC"] == NOT_RUN and row(df, label)["note"] == NOT_RUN
+    assert row(df, "Fully supervised")["note"] == ""
+
+
+@pytest.mark.parametrize(
+    "rival_dsc, marked",
+    [(LOW_DSC, True), (CLISC_DSC, False)],
+    ids=["clear-difference", "equal-scores"],
+)
+def test_significance_mark(fakes, rival_dsc: list[float], marked: bool) -> None:
+    df = table1([fakes.fake_result("clisc", CLISC_DSC), fakes.fake_result("sim2real", rival_dsc),
+                 fakes.fake_result("fully_supervised", rival_dsc)])  # not label-free: never needed for the mark
+    assert row(df, "CLISC")["DSC"].endswith("*") is marked
+    p = float(row(df, "Sim2Real")["p vs CLISC"])
+    assert (p < 0.05) is marked
+    assert not row(df, "Sim2Real")["DSC"].endswith("*")
+
+
+def test_mark_needs_every_label_free_rival(fakes) -> None:
+    df = table1([fakes.fake_result("clisc", CLISC_DSC), fakes.fake_result("sim2real", LOW_DSC),
+                 fakes.fake_result("salip", CLISC_DSC)])
+    assert not row(df, "CLISC")["DSC"].endswith("*")
+
+
+def test_seeds_average_per_seed_means(fakes) -> None:
+    df = table2([fakes.fake_result("raw_cam", [40, 60], seed=0), fakes.fake_result("raw_cam", [50, 70], seed=1)])
+    raw = row(df, "raw CAM")
+    assert raw["DSC"] == "55.00 ± 14.14" and raw["seeds"] == "2" and raw["Δ DSC"] == "+3.90"
+    assert row(df, "full CLISC")["DSC"] == NOT_RUN
+
+
+@pytest.mark.parametrize(
+    "tags, note",
+    [({"weights": "sam_vit_b=random,clip=random"}, RANDOM_WEIGHTS_NOTE),
+     ({"synthetic_data": "true"}, SYNTHETIC_DATA_NOTE)],
+)
+def test_comparability_banner(fakes, tmp_path: Path, tags: dict, note: str) -> None:
+    df = table2([fakes.fake_result("clisc", CLISC_DSC, tags=tags), fakes.fake_result("raw_cam", LOW_DSC)])
+    assert row(df, "full CLISC")["note"] == note and row(df, "raw CAM")["note"] == ""
+    md, csv, tex = write_table(df, tmp_path / "t2")
+    assert f"WARNING: some rows ran with {note}." in md.read_text()
+    assert note in pd.read_csv(csv, keep_default_na=False)["note"].tolist()
+    assert note.split(" — ")[0] in tex.read_text()
+
+
+def test_extra_method_is_appended(fakes) -> None:
+    df = table1([fakes.fake_result("medclip_sam", [50, 60], tags={"label_free": "true"})])
+    assert df["method"].iloc[-1] == "medclip_sam" and df["DSC"].iloc[-1] == "55.00 ± 7.07"
+    assert df["paper DSC"].iloc[-1] == ""
+
+
+def test_size_table(fakes) -> None:
+    df = size_table([fakes.fake_result("clisc", CLISC_DSC)])  # tiny = cases 0 and 5: (80 + 85) / 2
+    clisc = row(df, "CLISC")
+    assert clisc["DSC tiny"] == "82.50" and clisc["DSC huge"] == "90.00"
+    assert clisc["paper DSC tiny"] == "79.67" and clisc["HD95 tiny"] == "1.75"
+    assert row(df, "SaLIP")["DSC tiny"] == NOT_RUN
+
+
+def test_write_table_formats(fakes, tmp_path: Path) -> None:
+    df = table1([fakes.fake_result("clisc", CLISC_DSC)])
+    md, csv, tex = write_table(df, tmp_path / "sub" / "table1")
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| " + " | ".join(df.columns) + " |"
+    assert lines[1].count("---") == len(df.columns)
+    assert "| CLISC | yes | 1 | 10 | 80.00 ± 12.91 |" in md.read_text()
+    assert len(lines) >= 2 + len(df) and any(line.startswith("- p: two-sided paired Wilcoxon") for line in lines)
+    pd.testing.assert_frame_equal(pd.read_csv(csv, dtype=str, keep_default_na=False), df, check_dtype=False)
+    text = tex.read_text()
+    assert r"\begin{tabular}" in text and "CLISC & yes & 1 & 10 & 80.00 ± 12.91" in text
+    assert r"\caption{" in text and "95\\% CI" in text
