@@ -8,7 +8,7 @@ element-wise maximum of their normalised, upsampled CAMs.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ def _normalise(cam: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(cam))
 
 
-def _capture(store: dict[str, torch.Tensor], name: str):
+def _capture(store: dict[str, torch.Tensor], name: str) -> Callable:
     """Forward hook keeping the module's output and handing a clone downstream, so that later
     in-place operations cannot alter the captured activation."""
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:

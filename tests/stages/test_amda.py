@@ -15,8 +15,11 @@ def blob_cam(shape: tuple[int, int] = (32, 32), centre: tuple[int, int] = (12, 1
     return np.where(bump > 0.05, bump, 0.0)
 
 
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 @pytest.fixture
-def batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch() -> Batch:
     rng = np.random.default_rng(0)
     images = rng.normal(1.0, 0.2, (4, 32, 32)).astype(np.float32)
     cams = np.stack([blob_cam(), blob_cam(centre=(20, 8)), blob_cam(), np.zeros((32, 32))])
@@ -54,7 +57,7 @@ def test_random_block_mask_is_made_of_blocks(shape: tuple[int, int], block: int)
     assert random_block_mask(shape, block, 1.0, np.random.default_rng(1)).all()
 
 
-def test_alpha_zero_masks_nothing(batch) -> None:
+def test_alpha_zero_masks_nothing(batch: Batch) -> None:
     images, cams, labels = batch
     copies, copy_labels = amda_augment(images, cams, labels, AmdaSettings(alpha=0.0),
                                        np.random.default_rng(0))
@@ -62,7 +65,7 @@ def test_alpha_zero_masks_nothing(batch) -> None:
 
 
 @pytest.mark.parametrize("copies_per_slice", [1, 3])
-def test_masked_pixels_lie_in_the_region_and_take_the_minimum(batch, copies_per_slice: int) -> None:
+def test_masked_pixels_lie_in_the_region_and_take_the_minimum(batch: Batch, copies_per_slice: int) -> None:
     images, cams, labels = batch
     settings = AmdaSettings(alpha=30.0, copies=copies_per_slice, mask_block=4, mask_prob=0.5)
     copies, copy_labels = amda_augment(images, cams, labels, settings, np.random.default_rng(2))
@@ -76,7 +79,7 @@ def test_masked_pixels_lie_in_the_region_and_take_the_minimum(batch, copies_per_
     assert np.array_equal(copies[-copies_per_slice], images[3])  # zero CAM: nothing to mask
 
 
-def test_seeded_determinism(batch) -> None:
+def test_seeded_determinism(batch: Batch) -> None:
     images, cams, labels = batch
     settings = AmdaSettings(alpha=30.0, mask_block=2)
     first, _ = amda_augment(images, cams, labels, settings, np.random.default_rng(7))
@@ -85,9 +88,10 @@ def test_seeded_determinism(batch) -> None:
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
-def test_no_tumour_slice_gives_an_empty_set(batch) -> None:
+def test_no_tumour_slice_gives_an_empty_set(batch: Batch) -> None:
     images, cams, _ = batch
-    copies, copy_labels = amda_augment(images, cams, np.zeros(4, int), AmdaSettings(), np.random.default_rng(0))
+    copies, copy_labels = amda_augment(images, cams, np.zeros(4, int), AmdaSettings(),
+                                       np.random.default_rng(0))
     assert copies.shape == (0, 32, 32) and copy_labels.shape == (0,)
 
 
@@ -102,7 +106,7 @@ def test_official_intensity_mask_on_a_hand_made_image() -> None:
 
 @pytest.mark.parametrize("mode, size, originals_kept", [("paper", 7, True), ("official", 4, False),
                                                         ("none", 4, True)])
-def test_training_set_per_mode(batch, mode: str, size: int, originals_kept: bool) -> None:
+def test_training_set_per_mode(batch: Batch, mode: str, size: int, originals_kept: bool) -> None:
     images, cams, labels = batch
     out, out_labels = amda_training_set(images, cams, labels, AmdaSettings(mode=mode),
                                         np.random.default_rng(0))
