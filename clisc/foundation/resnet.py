@@ -8,6 +8,8 @@ layer4 ``Bx2048x(H/32)x(W/32)``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
@@ -43,7 +45,7 @@ def build_head(in_features: int, num_classes: int, head: str = "paper") -> nn.Mo
                          nn.Dropout(cfg["dropout"]), nn.Linear(cfg["hidden"], num_classes))
 
 
-def _load_imagenet(model: ResNet, path: str | None) -> WeightsRecord:
+def _load_imagenet(model: ResNet, path: str | Path | None) -> WeightsRecord:
     """Load the ImageNet backbone (fc excluded) into ``model``; the record names the verified file."""
     file = resolve_weights(IMAGENET_WEIGHTS, path=path)
     try:
@@ -64,21 +66,22 @@ def _load_imagenet(model: ResNet, path: str | None) -> WeightsRecord:
 
 
 def build_resnet50(weights: str = "imagenet", size: str = "base", head: str = "paper",
-                   num_classes: int = 2, path: str | None = None) -> tuple[nn.Module, WeightsRecord]:
+                   num_classes: int = 2, path: str | Path | None = None) -> tuple[nn.Module, WeightsRecord]:
     """ResNet50 ``Bx3xHxW -> BxK`` logits and the record of its backbone weights.
 
     ``weights``: "imagenet" (torchvision IMAGENET1K_V1 via ``resolve_weights``; ``path`` = a local copy,
     checksum verified; base size only) or "random". The head is always freshly initialised.
     """
     cfg = _choice("size", size, RESNET_SIZES)
+    _choice("head", head, RESNET_HEADS)
+    if weights not in ("imagenet", "random"):
+        raise WeightsError(f"unknown ResNet weights {weights!r}; use 'imagenet' or 'random'")
+    if weights == "imagenet" and size != "base":
+        raise WeightsError(f"ImageNet weights exist only for ResNet size 'base', not {size!r}")
     model = ResNet(Bottleneck, cfg["layers"], width_per_group=cfg["width_per_group"])
     if weights == "imagenet":
-        if size != "base":
-            raise WeightsError(f"ImageNet weights exist only for ResNet size 'base', not {size!r}")
-        record = _load_imagenet(model, None if path is None else str(path))
-    elif weights == "random":
-        record = WeightsRecord(f"resnet50-{size}", "random")
+        record = _load_imagenet(model, path)
     else:
-        raise WeightsError(f"unknown ResNet weights {weights!r}; use 'imagenet' or 'random'")
+        record = WeightsRecord(f"resnet50-{size}", "random")
     model.fc = build_head(model.fc.in_features, num_classes, head)
     return model, record
