@@ -196,7 +196,8 @@ def _source(name: str, arch: ClipArch, weights: str) -> _Source:
     if weights == "random" and hub and not _hub_online():  # the architecture lives in the hub config
         config = _cached_hub_file(_hub_repo(arch), (HF_CONFIG_NAME,))
         if config is None:
-            raise _hub_error(name, arch, "hub unreachable or offline mode, and its config not in the local cache")
+            raise _hub_error(name, arch, "hub unreachable or offline mode, and its config not in the local "
+                                         "cache")
         return _Source(f"local-dir:{config.parent}", None, None)
     if weights == "random":
         return _Source(arch.model_name, None, None)
@@ -226,7 +227,8 @@ def _create(name: str, arch: ClipArch, weights: str, source: _Source, device: st
         if source.checkpoint is None or weights == "pretrained":
             raise _hub_error(name, arch, e) from None
         reason = _root_cause(e)
-        raise WeightsError(f"{weights}: not a loadable open_clip checkpoint for CLIP {name} ({reason})") from None
+        raise WeightsError(f"{weights}: not a loadable open_clip checkpoint for CLIP {name} "
+                           f"({reason})") from None
 
 
 def load_clip(arch: str = "ViT-B-32-quickgelu", weights: str = "pretrained",

@@ -7,6 +7,7 @@ is remembered in a ``<file>.sha256`` sidecar keyed by size and mtime, so multi-G
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -146,11 +147,11 @@ def _download_reason(err: Exception) -> str:
 
 def _download(spec: WeightSpec, target: Path, progress: bool) -> None:
     """Fetch ``spec.url`` into a temp file next to ``target``, verify it, rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:8]}")
     log.info("downloading %s to %s", spec.url, target)
     try:
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
                     open(tmp, "wb") as out, \
                     tqdm(total=int(response.headers.get("Content-Length") or 0) or spec.size_bytes,
@@ -162,12 +163,17 @@ def _download(spec: WeightSpec, target: Path, progress: bool) -> None:
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
             raise WeightsError(f"cannot download {spec.url} ({_download_reason(e)}); "
                                f"place {spec.filename} at {target} or pass its path") from None
+        except OSError as e:  # after the network errors above, which are OSErrors too
+            raise WeightsError(f"cannot write into {target.parent} ({e.strerror or e}); set "
+                               f"CLISC_WEIGHTS_DIR to a writable folder or pass the path of "
+                               f"{spec.filename}") from None
         _check_file(spec, tmp, shown=f"download of {spec.url} (deleted)")  # finally removes it
         os.replace(tmp, target)
         os.replace(_sidecar(tmp), _sidecar(target))
     finally:
-        tmp.unlink(missing_ok=True)
-        _sidecar(tmp).unlink(missing_ok=True)
+        for leftover in (tmp, _sidecar(tmp)):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 def resolve_weights(name: str, path: str | Path | None = None, cache_dir: str | Path | None = None,

@@ -54,7 +54,8 @@ def test_local_checkpoint_round_trips(tiny, tmp_path):
     for a, b in zip(_embed(tiny, images), _embed(loaded, images)):
         torch.testing.assert_close(a, b)
     assert loaded.record.sha256 == sha256_file(path)
-    assert (loaded.mean, loaded.std) == (tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD))
+    openai_stats = (tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD))
+    assert (loaded.mean, loaded.std) == openai_stats
 
 
 def test_local_checkpoint_must_match_the_architecture(tiny, tmp_path):

@@ -19,8 +19,11 @@ def test_tiny_forward_backward_and_feature_maps(head, num_classes):
     model, record = build_resnet50("random", size="tiny", head=head, num_classes=num_classes)
     assert record.tag == "resnet50-tiny=random"
     features = {}
+    def keep(name: str):
+        return lambda module, inputs, out: features.__setitem__(name, out)
+
     for name in ("layer3", "layer4"):
-        getattr(model, name).register_forward_hook(lambda m, i, out, name=name: features.__setitem__(name, out))
+        getattr(model, name).register_forward_hook(keep(name))
     logits = model(torch.rand(8, 3, 64, 64))
     logits.sum().backward()
     assert logits.shape == (8, num_classes)

@@ -145,6 +145,14 @@ def test_failed_download_names_url_and_where_to_place_the_file(server, monkeypat
     assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
 
+def test_unwritable_cache_dir_is_named(server, monkeypatch, tmp_path):
+    spec = _register(monkeypatch, server.url + "blob.bin")
+    (tmp_path / "not-a-dir").write_text("a file where the cache folder should be")
+    expected = f"cannot write into {tmp_path / 'not-a-dir'} .*; set CLISC_WEIGHTS_DIR"
+    with pytest.raises(WeightsError, match=expected):
+        resolve_weights(spec.name, cache_dir=tmp_path / "not-a-dir", progress=False)
+
+
 def test_no_download_and_unknown_name(monkeypatch, tmp_path):
     spec = _register(monkeypatch, _closed_port_url())
     with pytest.raises(WeightsError, match=f"blob.bin not found at {tmp_path / 'blob.bin'}"):
