@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -122,21 +123,36 @@ def log_flat(
 
 
 def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodResult) -> dict[str, float]:
-    """Params, summary metrics, stage times, tags, ``per_case.csv`` and artifact files of ``result``."""
+    """Params, summary metrics, stage times, tags, ``per_case.csv`` and artifact files of ``result``
+    (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``)."""
     metrics = summary_metrics(result.per_case)
     metrics.update({f"{STAGE_TIME_PREFIX}{stage}": float(t) for stage, t in result.stage_times.items()})
     tags = {**result.tags, "method": result.method, "seed": str(result.seed)}
     log_flat(client, run_id, flatten_params(result.params), metrics, tags)
     client.log_text(run_id, result.per_case.to_csv(index=False), PER_CASE_ARTIFACT)
     for key, path in result.artifacts.items():
-        path = Path(path)
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), artifact_path=key)
-        elif path.is_file():
-            client.log_artifact(run_id, str(path))
-        else:
-            raise CliscError(f"{path}: artifact '{key}' of {result.method}/seed{result.seed} does not exist")
+        log_artifact_as(client, run_id, key, Path(path))
     return metrics
+
+
+def artifact_name(key: str, path: Path) -> str:
+    """Name a result artifact is logged under: ``key`` plus the file's suffix unless ``key`` has one."""
+    return key if Path(key).suffix or path.is_dir() else f"{key}{path.suffix}"
+
+
+def log_artifact_as(client: mlflow.MlflowClient, run_id: str, key: str, path: Path) -> None:
+    """Log a file as ``artifact_name(key, path)`` at the run's artifact root, or a folder as ``key/``."""
+    if path.is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path=key)
+    elif not path.is_file():
+        raise CliscError(f"{path}: artifact '{key}' does not exist")
+    elif path.name == artifact_name(key, path):
+        client.log_artifact(run_id, str(path))
+    else:
+        with tempfile.TemporaryDirectory(prefix="clisc-artifact-") as tmp:
+            renamed = Path(tmp) / artifact_name(key, path)
+            shutil.copyfile(path, renamed)
+            client.log_artifact(run_id, str(renamed))
 
 
 class ExperimentRecorder:

@@ -21,5 +21,5 @@ def fakes():
 
 @pytest.fixture(scope="module")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite store per test module (MLflow's first migration costs seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    """One empty SQLite store per test module, copied from the session's migrated template."""
+    return _FAKES.fresh_store(tmp_path_factory)

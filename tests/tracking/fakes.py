@@ -31,3 +31,20 @@ def fake_result(method: str, dsc: Sequence[float], seed: int = 0, **kwargs) -> M
     tags.update(kwargs.pop("tags", {}))
     return MethodResult(method=method, seed=seed, per_case=per_case_table(dsc, kwargs.pop("hd95", None)),
                         tags=tags, **kwargs)
+
+
+def fresh_store(tmp_path_factory) -> str:
+    """URI of a new empty SQLite MLflow store, copied from one migrated template per test session
+    (MLflow's schema migration takes 5-20 s on a loaded machine; a copy takes milliseconds)."""
+    import shutil
+
+    import mlflow
+
+    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not template.exists():
+        building = template.with_suffix(".building")
+        mlflow.MlflowClient(f"sqlite:///{building}").search_experiments()
+        building.replace(template)
+    target = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"

@@ -1,0 +1,81 @@
+"""``clisc report`` (tables and figures from the MLflow runs) and ``clisc ui`` (the MLflow UI)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from clisc.errors import CliscError
+from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
+from clisc.tracking.store import default_tracking_uri
+from clisc.tracking.ui import ui_command
+
+EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta")
+
+
+def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> tuple[list[Path], list[str]]:
+    """Write every table/figure the runs in ``tracking_uri`` allow; returns (files written, missing experiments).
+
+    ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
+    runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf}.
+    """
+    from clisc.reporting.figures import qualitative_figure, sweep_figure
+    from clisc.reporting.tables import size_table, table1, table2, write_table
+
+    written: list[Path] = []
+    missing: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="clisc-report-") as downloads:
+        for experiment in experiments:
+            results = load_results(experiment, tracking_uri, Path(downloads) / experiment)
+            if not results:
+                missing.append(experiment)
+                continue
+            if experiment == "table1":
+                written += write_table(table1(results), out / "table1")
+                written += write_table(size_table(results), out / "table1_size_groups")
+                if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
+                    written += qualitative_figure(results, out / "qualitative")
+            elif experiment == "table2":
+                written += write_table(table2(results), out / "table2")
+            else:
+                written += sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
+    return written, missing
+
+
+def _report(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_tracking_uri()
+    written, missing = write_reports(args.experiments, Path(args.out), uri)
+    for path in written:
+        print(f"wrote {path}")
+    for experiment in missing:
+        print(f"missing: experiment '{experiment}' has no runs in {uri}")
+    if not written:
+        raise CliscError(f"{uri}: none of the experiments {', '.join(args.experiments)} has runs to report")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_tracking_uri()
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.run(ui_command(uri, host=args.host, port=args.port), check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``clisc report`` and ``clisc ui``."""
+    report = subparsers.add_parser("report", help="tables and figures of the paper from the MLflow runs")
+    report.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS),
+                        help="experiments to report (default: all)")
+    report.add_argument("--out", default="reports", help="output folder (default: reports/)")
+    report.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    report.set_defaults(func=_report)
+
+    ui = subparsers.add_parser("ui", help="browse the runs in the MLflow UI")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    ui.set_defaults(func=_ui)
