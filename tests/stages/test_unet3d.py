@@ -123,6 +123,10 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(network, tmp_p
                          on_epoch_end=lambda epoch, loss: epochs_run.append(epoch))
     assert epochs_run == [2, 3]
     assert_same_weights(resumed, uninterrupted)
+    finished = train_unet(images, labels, settings, seed=5, progress=False, checkpoint_dir=tmp_path,
+                          on_epoch_end=lambda epoch, loss: epochs_run.append(epoch))
+    assert epochs_run == [2, 3]  # a finished run is reloaded, not trained again
+    assert_same_weights(finished, uninterrupted)
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
@@ -172,7 +176,7 @@ class SignOfImage(nn.Module):
 
 
 @pytest.mark.parametrize("inference", ["sliding", "resize"])
-@pytest.mark.parametrize("shape", [(19, 23, 17), (40, 36, 33)])
+@pytest.mark.parametrize("shape", [(10, 12, 9), (19, 23, 17), (40, 36, 33)])
 def test_predict_volume_keeps_geometry(inference, shape):
     x = np.arange(shape[0], dtype=np.float32)[:, None, None] - shape[0] / 3 + 0.5
     image = np.broadcast_to(x, shape).copy() + np.linspace(0.01, 0.02, shape[2], dtype=np.float32)
