@@ -9,11 +9,15 @@ covers the same field of view with fewer voxels. Bias field and Rician noise are
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
+
+from clisc.errors import DataError
 
 FULL_SHAPE = (240, 240, 155)
 BRAIN_CENTRE_FULL = np.array([118.0, 130.0, 73.0])  # brain bounding-box centre in BraTS voxels (sample)
@@ -23,28 +27,43 @@ BRAIN_THRESHOLD = 0.5 * CSF_LEVEL  # warped contrast above this is brain
 
 @dataclass(frozen=True)
 class Template:
-    """MNI152 2009 FLAIR-like contrast ``XxYxZ`` float32 (LPS voxel order) and its brain centre (voxels)."""
+    """MNI152 2009 FLAIR-like contrast ``XxYxZ`` float32 (LPS voxel order), brain box centre and half size."""
 
     flair: np.ndarray
     centre: np.ndarray
+    half_extent: np.ndarray
+
+
+def template_files() -> tuple[Path, Path, Path]:
+    """Paths of the MNI152 2009 T1, GM and WM maps inside the installed nilearn (1 mm, uint8).
+
+    Found without importing nilearn (whose import takes seconds); DataError when they are missing.
+    """
+    spec = importlib.util.find_spec("nilearn")
+    folder = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else Path("nilearn")
+    paths = tuple(folder / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz" for kind in ("t1", "gm", "wm"))
+    for path in paths:
+        if not path.is_file():
+            raise DataError(path, "MNI152 template not found: install nilearn>=0.10 (it ships the template)")
+    return paths  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=1)
 def load_template() -> Template:
     """The template's FLAIR-like contrast, loaded once per process from nilearn's package data."""
-    from nilearn.datasets import GM_MNI152_FILE_PATH, MNI152_FILE_PATH, WM_MNI152_FILE_PATH
 
-    def read(path: str) -> np.ndarray:
+    def read(path: Path) -> np.ndarray:
         data = np.asanyarray(nib.load(path).dataobj).astype(np.float32)
         return data[::-1, ::-1, :] / data.max()  # RAS -> LPS, probabilities in [0, 1]
 
-    t1, gm, wm = read(MNI152_FILE_PATH), read(GM_MNI152_FILE_PATH), read(WM_MNI152_FILE_PATH)
-    brain = ndi.binary_fill_holes(t1 > 0)
+    t1, gm, wm = (read(path) for path in template_files())
+    brain = t1 > 0  # the template is skull-stripped
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
     flair = (GM_LEVEL * gm + WM_LEVEL * wm + CSF_LEVEL * csf) * brain
     voxels = np.argwhere(brain)
     centre = (voxels.min(0) + voxels.max(0)) / 2.0
-    return Template(flair=np.ascontiguousarray(flair, dtype=np.float32), centre=centre)
+    half_extent = (voxels.max(0) - voxels.min(0)) / 2.0 + 1.0
+    return Template(flair=np.ascontiguousarray(flair, dtype=np.float32), centre=centre, half_extent=half_extent)
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], n_ctrl: tuple[int, ...],
@@ -95,8 +114,8 @@ def warp_brain(rng: np.random.Generator, shape: tuple[int, int, int] = FULL_SHAP
     centre_full = BRAIN_CENTRE_FULL + rng.uniform(-3.0, 3.0, size=3)
     # full-grid mm -> template voxels: q = tpl.centre + A (u - centre_full) + displacement
     matrix = rotation / scale[None, :]
-    tpl_half = np.array(tpl.flair.shape) / 2.0
-    half_full = np.abs(np.linalg.inv(matrix)) @ tpl_half  # bound of the template box in the full grid
+    margin = 8.0  # > the displacement field's largest excursion, in template voxels
+    half_full = np.abs(np.linalg.inv(matrix)) @ (tpl.half_extent + margin)  # brain box in the full grid
     lo = np.clip(np.floor((centre_full - half_full) * zoom), 0, None).astype(int)
     hi = np.minimum(np.ceil((centre_full + half_full) * zoom) + 1, shape).astype(int)
     box = tuple(int(h - l) for l, h in zip(lo, hi))

@@ -23,7 +23,7 @@ from clisc.data.synth.tumour import add_tumour, target_volume
 log = logging.getLogger(__name__)
 
 CASE_PREFIX = "BraTS20_Training_"
-WM_LEVEL_RANGE = (120.0, 450.0)  # FLAIR white-matter intensity; BraTS scales differ between cases
+WM_LEVEL_RANGE = (100.0, 380.0)  # FLAIR white-matter intensity; BraTS scales differ between cases
 NOISE_RANGE = (0.03, 0.06)  # Rician noise level relative to white matter
 
 
