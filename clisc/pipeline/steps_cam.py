@@ -15,7 +15,7 @@ import torch
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
-from clisc.stages.amda import amda_augment, official_intensity_mask
+from clisc.stages.amda import amda_training_set
 from clisc.stages.cam import cam_to_mask, layer_cam, postprocess_cam_volume
 from clisc.stages.classifier import predict_tumour_prob, slices_to_input, train_classifier
 from clisc.stages.slice_labels import label_volume
@@ -132,17 +132,13 @@ def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 
     def compute(out: Path) -> None:
         x, targets = _training_slices(ctx, labels)
-        if s.amda.mode == "official":
-            augmented, aug_targets = official_intensity_mask(x, s.amda.official_fraction), targets
-        else:
+        cams = np.zeros_like(x)
+        if s.amda.mode == "paper":  # CAMs of the tumour-labelled slices from the raw classifier
             tumour = np.flatnonzero(targets == 1)
-            cams = np.zeros_like(x)
             for start in range(0, len(tumour), 64):
                 idx = tumour[start:start + 64]
                 cams[idx] = layer_cam(raw_model, torch.from_numpy(np.repeat(x[idx, None], 3, 1)), s.cam.layers)
-            copies, copy_targets = amda_augment(x, cams, targets, s.amda, np.random.default_rng(ctx.seed))
-            augmented = np.concatenate([x, copies])
-            aug_targets = np.concatenate([targets, copy_targets])
+        augmented, aug_targets = amda_training_set(x, cams, targets, s.amda, np.random.default_rng(ctx.seed))
         _train(ctx, out, augmented, aug_targets, ctx.seed + 1)
 
     settings = {"amda": s.amda, "cam_layers": s.cam.layers, "seed": ctx.seed}

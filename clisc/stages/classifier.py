@@ -92,7 +92,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
     """Train ``model`` in place on images ``Nx3xSxS`` (any float dtype, cast per batch) and labels
     ``N`` (0/1) and return it.
 
-    Batches are shuffled with a generator seeded by ``seed``; dropout draws from torch's global RNG,
+    Batches are shuffled with a generator seeded by ``seed`` (a last batch of one sample is skipped:
+    BatchNorm cannot train on it); dropout draws from torch's global RNG,
     seeded with ``seed`` inside a forked RNG state (the caller's state is untouched). With
     ``settings.select_on_gt_validation`` and ``val = (images, ground-truth labels)`` the weights of
     the epoch with the best validation accuracy are returned (first best on ties), else the last.
@@ -122,6 +123,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
             total_loss = 0.0
             for start in range(0, len(order), settings.batch_size):
                 index = order[start:start + settings.batch_size]
+                if len(index) == 1 and len(order) > 1:  # BatchNorm cannot train on one sample
+                    continue
                 optimizer.zero_grad()
                 loss = loss_fn(model(images[index].to(device).float()), labels[index].to(device))
                 loss.backward()
