@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from clisc.data.synth.writer import SYNTHETIC_MARKER
 from clisc.evaluation.evaluate import evaluate_cases
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.methods import Method, get_method
@@ -109,7 +110,7 @@ def run_method(
     volumes = ctx.volumes(split)
     per_case = evaluate_cases((v.case_id, preds[v.case_id].astype(bool), v.label.astype(bool), v.spacing)
                               for v in volumes)
-    synthetic = all(c.startswith("BraTS20_Training_") for c in ctx.cases) and (Path(data) / ".synthetic").exists()
+    synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
     gt_used = settings.gt.active() + (["validation_scoring"] if split != "test" else [])
     tags = {
         "method": name,

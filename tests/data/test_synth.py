@@ -43,7 +43,7 @@ def test_case_arrays() -> None:
 def test_dataset_files_match_cases(tmp_path: Path) -> None:
     folders = synthesize_dataset(tmp_path, 2, seed=3, shape=SMALL, progress=False)
     assert [f.name for f in folders] == ["BraTS20_Training_001", "BraTS20_Training_002"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["BraTS20_Training_001", "BraTS20_Training_002"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BraTS20_Training_001", "BraTS20_Training_002", "SYNTHETIC"]
     for index, folder in enumerate(folders, start=1):
         flair_path, seg_path = folder / f"{folder.name}_flair.nii.gz", folder / f"{folder.name}_seg.nii.gz"
         flair_img, seg_img = nib.load(flair_path), nib.load(seg_path)
@@ -115,7 +115,8 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(nib, "save", fail_on_second)
     with pytest.raises(OSError, match="disk full"):
         synthesize_dataset(tmp_path, 1, seed=0, shape=SMALL, progress=False)
-    assert list(tmp_path.iterdir()) == []  # no case folder, no temporary folder, no half file
+    # no case folder, no temporary folder, no half file: only the marker naming the folder synthetic
+    assert [p.name for p in tmp_path.iterdir()] == ["SYNTHETIC"]
     monkeypatch.setattr(nib, "save", real_save)
     folder = synthesize_dataset(tmp_path, 1, seed=0, shape=SMALL, progress=False)[0]
     assert sorted(p.name for p in folder.iterdir()) == [f"{folder.name}_flair.nii.gz", f"{folder.name}_seg.nii.gz"]

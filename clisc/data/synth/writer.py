@@ -90,11 +90,18 @@ def _write_case(case_dir: Path, flair: np.ndarray, seg: np.ndarray) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SYNTHETIC_MARKER = "SYNTHETIC"
+
+
 def synthesize_dataset(out: str | Path, n_cases: int, seed: int,
                        shape: tuple[int, int, int] = FULL_SHAPE, progress: bool = True) -> list[Path]:
-    """Write cases 1..``n_cases`` under ``out`` (skipping complete ones); returns the case folders."""
+    """Write cases 1..``n_cases`` under ``out`` (skipping complete ones); returns the case folders.
+
+    ``out/SYNTHETIC`` marks the folder as synthetic, so runs on it are tagged and reported as such.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / SYNTHETIC_MARKER).write_text(f"clisc synthetic BraTS-format dataset: seed {seed}, shape {shape}\n")
     folders = []
     for index in tqdm(range(1, n_cases + 1), desc="synthetic cases", disable=not progress):
         case_dir = out / case_id(index)
