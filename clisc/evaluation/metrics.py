@@ -151,15 +151,14 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: np.ndarray) -> 
     surface voxel shared by both surfaces contributes a zero without a tree query."""
     box = _union_box(pred, gt)
     pred_surface, gt_surface = surface(pred[box]), surface(gt[box])
-    shared = np.count_nonzero(pred_surface & gt_surface)
-    pred_only = np.argwhere(pred_surface & ~gt_surface)
-    gt_only = np.argwhere(gt_surface & ~pred_surface)
-    pred_all, gt_all = np.argwhere(pred_surface), np.argwhere(gt_surface)
+    pred_points, gt_points = np.argwhere(pred_surface), np.argwhere(gt_surface)
+    pred_shared = gt_surface[tuple(pred_points.T)]  # pred surface voxels on the gt surface: distance 0
+    gt_shared = pred_surface[tuple(gt_points.T)]
     return np.concatenate(
         (
-            np.zeros(2 * shared),
-            _directed_distances(pred_only, gt_all, spacing),
-            _directed_distances(gt_only, pred_all, spacing),
+            np.zeros(np.count_nonzero(pred_shared) + np.count_nonzero(gt_shared)),
+            _directed_distances(pred_points[~pred_shared], gt_points, spacing),
+            _directed_distances(gt_points[~gt_shared], pred_points, spacing),
         )
     )
 
