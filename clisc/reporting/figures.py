@@ -14,7 +14,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from clisc.errors import CliscError  # noqa: E402
 from clisc.pipeline.result import MethodResult  # noqa: E402
 from clisc.reporting.load import QUALITATIVE_ARTIFACT  # noqa: E402
-from clisc.reporting.tables import by_method, comparability_note, paper_rows, seed_mean_summary, size_groups  # noqa: E402
+from clisc.reporting.tables import (by_method, comparability_note, paper_rows, seed_mean_summary,  # noqa: E402
+                                    size_groups)
 
 SWEEP_PARAMS = {"alpha": "amda.alpha", "beta": "s3f.beta"}
 SWEEP_SYMBOLS = {"alpha": "α", "beta": "β"}

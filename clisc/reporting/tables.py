@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from clisc.evaluation import SIZE_GROUPS, bootstrap_ci, paired_wilcoxon, summarize
 from clisc.pipeline.result import MethodResult
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
@@ -35,8 +36,7 @@ def paper_rows(table: str) -> tuple[dict[str, Any], ...]:
 
 
 def size_groups() -> list[str]:
-    from clisc.evaluation.groups import SIZE_GROUPS
-
+    """Tumour-size groups, smallest first."""
     return list(SIZE_GROUPS)
 
 
@@ -50,8 +50,6 @@ def by_method(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
 
 def seed_mean_summary(runs: Sequence[MethodResult]) -> dict[str, float]:
     """``summarize`` of each seed's per-case table, averaged over seeds (mean of per-seed means/stds)."""
-    from clisc.evaluation import summarize
-
     per_seed = pd.DataFrame([{k: float(v) for k, v in summarize(r.per_case).items()} for r in runs])
     return per_seed.mean(skipna=True).to_dict()
 
@@ -74,8 +72,6 @@ def comparability_note(runs: Sequence[MethodResult]) -> str:
 
 def wilcoxon_p(reference: pd.Series, other: pd.Series) -> float:
     """Two-sided paired Wilcoxon p of two per-case series over their common cases (1.0 if identical)."""
-    from clisc.evaluation.stats import paired_wilcoxon
-
     common = reference.index.intersection(other.index)
     if len(common) == 0:
         return math.nan
@@ -92,8 +88,6 @@ def _fmt(mean: float, std: float | None = None) -> str:
 
 
 def _ci(values: pd.Series) -> str:
-    from clisc.evaluation.stats import bootstrap_ci
-
     if len(values) < 2:
         return "n/a"
     lo, hi = bootstrap_ci(values.to_numpy(), confidence=CI_CONFIDENCE, n_resamples=CI_RESAMPLES, seed=0)

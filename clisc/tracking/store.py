@@ -7,6 +7,7 @@ loses no finished child. Local SQLite stores keep their artifacts beside the dat
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -21,10 +22,12 @@ import mlflow
 import pandas as pd
 import yaml
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from clisc.errors import CliscError
+from clisc.evaluation import summarize
 from clisc.pipeline.result import MethodResult
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ SPEC_ARTIFACT = "spec.yaml"
 STAGE_TIME_PREFIX = "time_"
 _INTERNAL_TAGS = {ROLE_TAG, "method", "seed"}
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def default_tracking_uri(project_dir: Path | None = None) -> str:
@@ -67,7 +71,7 @@ def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
         return found.experiment_id
     try:
         return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name))
-    except mlflow.exceptions.MlflowException:
+    except MlflowException:
         found = client.get_experiment_by_name(name)  # another process created it meanwhile
         if found is None:
             raise
@@ -87,9 +91,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def summary_metrics(per_case: pd.DataFrame) -> dict[str, float]:
-    """:func:`clisc.evaluation.summarize` of a per-case table, as finite-or-NaN floats."""
-    from clisc.evaluation import summarize  # evaluation imports heavy metric code: load on use
-
+    """:func:`clisc.evaluation.summarize` of a per-case table, as floats."""
     return {str(k): float(v) for k, v in summarize(per_case).items()}
 
 
@@ -215,7 +217,10 @@ class ExperimentRecorder:
             self.client.set_terminated(self.parent_run_id, status)
 
 
-def _search_all(client: mlflow.MlflowClient, experiment_id: str, filter_string: str, order_by: list[str]) -> Iterator[Run]:
+def _search_all(
+    client: mlflow.MlflowClient, experiment_id: str, filter_string: str, order_by: list[str]
+) -> Iterator[Run]:
+    """Every active run matching ``filter_string``, page after page."""
     token = None
     while True:
         page = client.search_runs(
@@ -300,4 +305,19 @@ def load_experiment_results(
         ["start_time ASC"],
     )
     fetch = tuple(fetch)
-    return [result_from_run(client, run, dst, fetch) for run in children]
+    with _quiet_downloads():
+        return [result_from_run(client, run, dst, fetch) for run in children]
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar per downloaded file (one per child run clutters ``clisc report``)."""
+    saved = os.environ.get(_PROGRESS_BAR_ENV)
+    os.environ[_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[_PROGRESS_BAR_ENV] = saved
