@@ -97,12 +97,13 @@ def qualitative_figure(results: Iterable[MethodResult], out_stem: Path) -> list[
             rows.append((group, common[0]))
     if not rows:
         raise CliscError(f"no case is in the {QUALITATIVE_ARTIFACT} of every method")
+    labels = {row["method"]: row["label"] for row in paper_rows("table1")}
     fig, axes = plt.subplots(len(rows), len(methods) + 1, figsize=(1.8 * (len(methods) + 1), 1.9 * len(rows)),
                              squeeze=False)
     for i, (group, case_id) in enumerate(rows):
         arrays = chosen[methods[0]][1]
         image, gt = arrays[f"{case_id}__image"], arrays[f"{case_id}__gt"]
-        panels = [("ground truth", None)] + [(m, chosen[m][1][f"{case_id}__pred"]) for m in methods]
+        panels = [("ground truth", None)] + [(labels.get(m, m), chosen[m][1][f"{case_id}__pred"]) for m in methods]
         for j, (title, pred) in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(image.T, cmap="gray", origin="lower")
@@ -115,5 +116,6 @@ def qualitative_figure(results: Iterable[MethodResult], out_stem: Path) -> list[
                 ax.set_title(title, fontsize=8)
         axes[i, 0].set_ylabel(f"{group}\n{case_id}", fontsize=7)
     _banner(fig, [result for result, _ in chosen.values()])
+    fig.supxlabel("green: ground truth, red: prediction", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return save_figure(fig, out_stem)

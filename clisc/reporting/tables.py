@@ -129,7 +129,7 @@ def _notes(grouped: dict[str, list[MethodResult]]) -> list[str]:
         f"95% CI: percentile bootstrap ({CI_RESAMPLES} resamples, seed 0) of the mean of per-case values "
         "(each case averaged over seeds).",
         "p: two-sided paired Wilcoxon signed-rank test of per-case DSC, CLISC vs the row's method, on the "
-        f"cases both ran. * on CLISC: p < {ALPHA} against every other label-free method.",
+        f"cases both ran. * on CLISC: p < {ALPHA} against every other label-free method that ran.",
         "Δ: ours minus the paper's published mean.",
     ]
     banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
@@ -218,6 +218,9 @@ _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$"
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+_LATEX_UNICODE = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "---"}  # compile with plain pdflatex too
+
+
 def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
 
@@ -234,14 +237,16 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
-    """Write ``stem.md`` (own pipe-table writer), ``stem.csv`` and ``stem.tex`` (pandas ``to_latex``)."""
+    """Write ``stem.md`` (own pipe-table writer), ``stem.csv`` and ``stem.tex`` (pandas ``to_latex``,
+    which needs jinja2; ±, Δ and — become LaTeX commands)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
     md.write_text(markdown_table(df), encoding="utf-8")
     df.to_csv(csv, index=False)
     caption = " ".join(df.attrs.get("notes", [])) or None
-    tex.write_text(
-        df.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None), encoding="utf-8"
-    )
+    latex = df.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
+    for char, command in _LATEX_UNICODE.items():
+        latex = latex.replace(char, command)
+    tex.write_text(latex, encoding="utf-8")
     return [md, csv, tex]
