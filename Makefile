@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 # the synthetic BraTS-format dataset (deterministic; 20 cases = 14 train / 2 valid / 4 test)
 synth: $(SYNTH)/.complete

@@ -63,3 +63,14 @@ def tiny_brats_dir(tmp_path: Path) -> Path:
 def brats_case_writer() -> Callable[..., tuple[Path, Path]]:
     """:func:`write_brats_case` for tests that need other names, shapes or suffixes."""
     return write_brats_case
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 small synthetic BraTS-format cases (96x96x64, split 7/1/2), made once per test session for
+    the end-to-end pipeline, experiment and search tests (with the ``tiny`` profile)."""
+    from clisc.data.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    synthesize_dataset(root, 10, seed=0, shape=(96, 96, 64), progress=False)
+    return root

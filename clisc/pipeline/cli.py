@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clisc.pipeline.settings import PROFILES, PROTOCOLS, parse_override
+HERE = Path(__file__).parent
+# read from the YAML folders directly: importing settings would import torch for every `clisc` call
+PROFILES = tuple(sorted(p.stem for p in (HERE / "profiles").glob("*.yaml")))
+PROTOCOLS = tuple(sorted(p.stem for p in (HERE / "protocols").glob("*.yaml")))
 
 
 def weights_overrides(weights: str | None) -> dict[str, str]:
@@ -31,6 +34,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_overrides(args: argparse.Namespace) -> dict:
+    from clisc.pipeline.settings import parse_override
+
     overrides = weights_overrides(args.weights)
     overrides.update(dict(parse_override(text) for text in args.overrides))
     return overrides

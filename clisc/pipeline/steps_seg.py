@@ -24,6 +24,20 @@ from clisc.stages.s3f import s3f_round
 from clisc.stages.unet3d import build_unet, predict_volume, train_unet
 
 
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels that differ from the background value (the most common of the 8 corner values):
+    preprocessing sets the background to one constant in either protocol."""
+    corners = image[np.ix_(*[[0, n - 1] for n in image.shape])].ravel()
+    values, counts = np.unique(corners, return_counts=True)
+    return image != values[np.argmax(counts)]
+
+
+def sam_in_brain(image: np.ndarray, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
+                 cams: np.ndarray | None = None) -> np.ndarray:
+    """SAM over a volume's slices, restricted to the brain as the public code does."""
+    return segment_volume(image, roi, prompts, sam, cams) & brain_mask(image)
+
+
 def segmenter(ctx: RunContext) -> SamSegmenter:
     """SAM with a disk embedding cache shared by every stage and run (keyed by slice content)."""
     s = ctx.settings
@@ -75,7 +89,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
     def run(volume: Volume) -> np.ndarray:
         roi = rois[volume.case_id]
         cams = roi["cam"].astype(np.float32) if s.prompts.variant == "official" else None
-        return segment_volume(volume.image, roi["roi"].astype(bool), s.prompts, sam, cams)
+        return sam_in_brain(volume.image, roi["roi"].astype(bool), s.prompts, sam, cams)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
     return _per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
@@ -87,7 +101,7 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
     prompts = PromptSettings("box+points", 0)
 
     def run(volume: Volume) -> np.ndarray:
-        return segment_volume(volume.image, volume.label.astype(bool), prompts, sam)
+        return sam_in_brain(volume.image, volume.label.astype(bool), prompts, sam)
 
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "model": sam.model_tag}
     return _per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
@@ -148,14 +162,14 @@ def s3f(ctx: RunContext) -> tuple[str, dict]:
     preds_key, preds = predictions(ctx, round1, "train")
     s = ctx.settings
     sam = segmenter(ctx)
-    prompts = PromptSettings(s.prompts.variant if s.prompts.variant != "official" else "box+points",
-                             s.s3f.box_dilation)
+    # "exactly as in step 5" (the official variant ranks points on prediction x image, no CAM here)
+    prompts = PromptSettings(s.prompts.variant, s.s3f.box_dilation)
     volumes = ctx.volumes("train")
 
     def compute(out: Path) -> None:
         result = s3f_round(
             [v.case_id for v in volumes], [v.image for v in volumes], [preds[v.case_id] for v in volumes],
-            lambda image, pred: segment_volume(image, pred.astype(bool), prompts, sam), s.s3f,
+            lambda image, pred: sam_in_brain(image, pred.astype(bool), prompts, sam), s.s3f,
         )
         (out / "similarity.json").write_text(json.dumps({"similarity": result.similarities, "kept": result.kept}))
         save_arrays(out / "targets.npz", {k: v.astype(np.uint8) for k, v in result.targets.items()})
