@@ -60,8 +60,10 @@ def build_unet(settings: UNetSettings) -> nn.Module:
 
     "monai": ``monai.networks.nets.UNet`` with instance norm and ReLU; ``num_res_units=2`` so that
     every level holds two 3x3x3 convolutions, as Cicek's blocks do (MONAI down-samples with a strided
-    convolution and up-samples with a transposed one instead of max-pool / up-convolution).
-    "official": the public code's network (:class:`OfficialUNet3D`).
+    convolution and up-samples with a transposed one instead of max-pool / up-convolution). Unlike
+    Cicek's net, MONAI's first block already strides by 2, so its 16-channel level works at half
+    resolution (about 15x cheaper per step than "official" at 128^3 on CPU).
+    "official": the public code's network (:class:`OfficialUNet3D`), full-resolution first level.
     """
     if settings.network == "monai":
         return UNet(spatial_dims=3, in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels,
