@@ -21,7 +21,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 from monai.inferers import sliding_window_inference
-from monai.networks.nets import UNet
+from monai.networks.nets import DynUNet
 from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialPadd
 from torch import nn
 from tqdm import tqdm
@@ -58,17 +58,17 @@ class UNetSettings:
 def build_unet(settings: UNetSettings) -> nn.Module:
     """A 3D U-Net ``Bx1xXxYxZ -> Bx2xXxYxZ`` (logits); X, Y, Z divisible by 2^(levels-1).
 
-    "monai": ``monai.networks.nets.UNet`` with instance norm and ReLU; ``num_res_units=2`` so that
-    every level holds two 3x3x3 convolutions, as Cicek's blocks do (MONAI down-samples with a strided
-    convolution and up-samples with a transposed one instead of max-pool / up-convolution). Unlike
-    Cicek's net, MONAI's first block already strides by 2, so its 16-channel level works at half
-    resolution (about 15x cheaper per step than "official" at 128^3 on CPU).
-    "official": the public code's network (:class:`OfficialUNet3D`), full-resolution first level.
+    "monai": ``monai.networks.nets.DynUNet`` in Cicek's layout: one level per width, two 3x3x3
+    conv-InstanceNorm-(leaky)ReLU per level, the first level at full resolution, down-sampling by a
+    stride-2 convolution (Cicek: max-pool), transposed-convolution up-sampling + concatenation.
+    "official": the public code's network (:class:`OfficialUNet3D`): max-pool down, trilinear up,
+    dropout 0.3.
     """
     if settings.network == "monai":
-        return UNet(spatial_dims=3, in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels,
-                    strides=(2,) * (len(settings.channels) - 1), num_res_units=2, norm="INSTANCE",
-                    act="RELU")
+        levels = len(settings.channels)
+        return DynUNet(spatial_dims=3, in_channels=1, out_channels=NUM_CLASSES, kernel_size=[3] * levels,
+                       strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
+                       filters=list(settings.channels), norm_name="instance", res_block=False)
     if settings.network == "official":
         return OfficialUNet3D(in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels)
     raise ValueError(f"unknown network {settings.network!r}; expected 'monai' or 'official'")

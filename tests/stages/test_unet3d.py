@@ -1,4 +1,4 @@
-"""3D U-Net stage on tiny networks (channels 4, 8) and tiny volumes (about 20^3, patches 16^3)."""
+"""3D U-Net stage on tiny networks (channels 4, 8, 16) and tiny volumes (about 20^3, patches 16^3)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from clisc.stages.unet3d import (CHECKPOINT_NAME, UNetSettings, build_unet, keep
                                  predict_volume, train_unet, training_transform)
 from clisc.stages.unet_official import OfficialUNet3D
 
-TINY = UNetSettings(channels=(4, 8), patch_size=(16, 16, 16), batch_size=2, epochs=2, lr=0.05)
+TINY = UNetSettings(channels=(4, 8, 16), patch_size=(16, 16, 16), batch_size=2, epochs=2, lr=0.05)
 
 
 def tiny_data(n: int = 3, shape: tuple[int, int, int] = (20, 18, 22), seed: int = 0):
@@ -193,3 +193,17 @@ def test_predict_volume_rejects_unknown_inference():
     with pytest.raises(ValueError, match="inference"):
         predict_volume(SignOfImage(), np.ones((16, 16, 16), np.float32),
                        dataclasses.replace(TINY, inference="tta"))
+
+
+def test_monai_network_first_level_works_at_full_resolution():
+    """Cicek's layout: the first (widest-resolution) level keeps the input size; then one halving per level."""
+    model = build_unet(dataclasses.replace(TINY, network="monai", channels=(4, 8, 16, 32)))
+    sizes = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[1:])))
+             for m in (model.input_block, *model.downsamples, model.bottleneck)]
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 16, 16, 16))
+    for hook in hooks:
+        hook.remove()
+    assert sizes == [(4, 16, 16, 16), (8, 8, 8, 8), (16, 4, 4, 4), (32, 2, 2, 2)]
+    assert tuple(out.shape) == (1, 2, 16, 16, 16)
