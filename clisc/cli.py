@@ -14,7 +14,8 @@ from clisc.errors import CliscError
 COMMAND_MODULES = (
     "clisc.data.cli",  # clisc data synth|check|split|preprocess
     "clisc.evaluation.cli",  # clisc eval
-    "clisc.pipeline.cli",  # clisc run, clisc weights
+    "clisc.pipeline.cli",  # clisc run, experiment, search, weights
+    "clisc.reporting.cli",  # clisc report, clisc ui
 )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clisc.errors import CliscError
+
 HERE = Path(__file__).parent
 # read from the YAML folders directly: importing settings would import torch for every `clisc` call
 PROFILES = tuple(sorted(p.stem for p in (HERE / "profiles").glob("*.yaml")))
@@ -62,6 +64,26 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    import yaml
+
+    from clisc.pipeline.experiment import find_spec
+    from clisc.pipeline.search import run_pipeline_search
+
+    path = find_spec(args.spec)
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict) or not {"method", "space"} <= set(spec):
+        raise CliscError(f"{path}: a search spec needs 'method' and 'space'")
+    spec.setdefault("name", path.stem)
+    study = run_pipeline_search(spec, args, run_overrides(args))
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    print(f"[clisc] study {study.study_name}: {len(study.trials)} trials ({len(done)} complete, {len(failed)} failed)")
+    if done:
+        print(f"[clisc] best value {study.best_value:.4f} with {study.best_params}")
+    return 0
+
+
 def _weights(args: argparse.Namespace) -> int:
     from clisc.foundation.weights import WEIGHTS, resolve_weights
 
@@ -92,6 +114,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     experiment.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
                             "or sqlite:///mlflow.db)")
     experiment.set_defaults(func=_experiment)
+
+    search = subparsers.add_parser("search", help="Optuna search of alpha, beta and the CAM threshold; every "
+                                   "trial a nested MLflow run")
+    search.add_argument("--spec", default="search", help="search spec name or YAML path (default: search)")
+    add_run_options(search)
+    search.set_defaults(profile=None, protocol=None)
+    search.add_argument("--objective", choices=("validation_dice", "label_free"), default=None,
+                        help="validation_dice reads validation labels (tagged not label-free); label_free "
+                             "maximises the SAM-vs-network agreement S3F computes (default: the spec's)")
+    search.add_argument("--trials", type=int, default=None, help="number of trials (default: the spec's)")
+    search.add_argument("--workers", type=int, default=1, help="local worker processes on one study")
+    search.add_argument("--storage", default=None, help="Optuna storage: default a journal file under "
+                        "optuna/; any RDB URL (sqlite:///..., postgresql://...) lets many machines share a study")
+    search.add_argument("--study", default=None, help="study name (default: <spec>-<objective>-<profile>)")
+    search.add_argument("--tracking-uri", default=None, help="MLflow store")
+    search.set_defaults(func=_search)
 
     weights = subparsers.add_parser("weights", help="download and verify pretrained weights (SHA256)")
     weights.add_argument("names", nargs="*", help="registry names (default: all)")

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from clisc.cache import StageCache, stage_key
+from clisc import __version__
+from clisc.cache import StageCache, stable_hash, stage_key
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
 from clisc.data.preprocessing import Volume, load_volumes
 from clisc.data.split import SPLITS, check_split_matches, make_split, read_split_csv, write_split_csv
@@ -78,12 +79,12 @@ class RunContext:
             start = time.perf_counter()
             cases = [self.cases[c] for c in self.split[split]]
             self._memo[memo] = load_volumes(cases, self.settings.preprocess, self.cache_root, self.progress)
-            self._note(f"volumes[{split}]", "ready", time.perf_counter() - start)
+            self._note(f"volumes_{split}", "ready", time.perf_counter() - start)
         return self._memo[memo]
 
     @property
     def volumes_key(self) -> str:
-        return stage_key("volumes", self.settings.preprocess, [self.fingerprint, str(self.split_path)])
+        return stage_key("volumes", self.settings.preprocess, [self.fingerprint, stable_hash(self.split)])
 
     # ---------------------------------------------------------------- cache
     def stage(
@@ -95,7 +96,7 @@ class RunContext:
         load: Callable[[Path], Any],
     ) -> tuple[str, Any]:
         """``(key, value)`` of a stage: ``compute(dir)`` writes the entry once, ``load(dir)`` reads it."""
-        key = stage_key(name, settings, inputs)
+        key = self.key(name, settings, inputs)
         memo = (name, key)
         if memo in self._memo:
             return key, self._memo[memo]
@@ -113,6 +114,12 @@ class RunContext:
             self._note(name, "computed", elapsed)
         self._memo[memo] = value
         return key, value
+
+    @staticmethod
+    def key(name: str, settings: Any, inputs: list[str]) -> str:
+        """Cache key of a stage; the package version is part of it, so a new release never reads
+        entries written by code that may have computed them differently."""
+        return stage_key(name, {"settings": settings, "clisc": __version__}, inputs)
 
     def scratch(self, name: str, key: str) -> Path:
         """A persistent work directory for a running stage (checkpoints, per-case parts) that

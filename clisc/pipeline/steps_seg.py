@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clisc.cache import stage_key
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import load_sam_cached, sam_arch
@@ -62,7 +61,7 @@ def _per_case_stage(
     segment_case: Callable[[Volume], np.ndarray],
 ) -> tuple[str, dict[str, np.ndarray]]:
     """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case."""
-    key = stage_key(name, settings, inputs)
+    key = ctx.key(name, settings, inputs)
     work = ctx.scratch(name, key)
 
     def compute(out: Path) -> None:
@@ -117,7 +116,7 @@ def train_network(
     """A 3D U-Net trained on ``targets()`` (case id -> ``XxYxZ`` mask over training volumes)."""
     us = _unet_settings(ctx)
     settings = {"unet": us, "seed": ctx.seed}
-    key = stage_key(name, settings, inputs)
+    key = ctx.key(name, settings, inputs)
 
     def compute(out: Path) -> None:
         labels = targets()

@@ -1,0 +1,77 @@
+"""``clisc search``: Optuna over CLISC's thresholds, with the objective's use of labels made explicit.
+
+Two objectives (``experiments/search.yaml``):
+- ``validation_dice``: mean Dice of the method on the validation split. It reads validation labels,
+  so the search and every run it selects are tagged not label-free.
+- ``label_free``: the mean agreement (Dice) between SAM and the round-1 network over the training
+  volumes, the quantity S3F computes; no label is read.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from clisc.errors import CliscError
+from clisc.pipeline.result import MethodResult
+
+OBJECTIVES = {"validation_dice": "dsc_mean", "label_free": "s3f_agreement"}
+
+
+def s3f_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Mapping[str, Any]) -> MethodResult:
+    """Per-training-case SAM-vs-network agreement (column ``s3f_agreement``, percent), label-free."""
+    from clisc.pipeline.context import RunContext
+    from clisc.pipeline.methods import get_method
+    from clisc.pipeline.run import method_settings
+    from clisc.pipeline.steps_seg import s3f
+
+    settings = method_settings(get_method(method), settings_kwargs["protocol"], settings_kwargs["profile"],
+                               settings_kwargs["overrides"])
+    ctx = RunContext(data, settings, seed, Path(settings_kwargs["cache_root"]), settings_kwargs["device"],
+                     progress=False)
+    _, result = s3f(ctx)
+    per_case = pd.DataFrame({"case_id": list(result["similarity"]),
+                             "s3f_agreement": [100.0 * v for v in result["similarity"].values()]})
+    tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
+            "label_free": str(settings.label_free).lower(), "scored_split": "train (no labels)"}
+    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+
+
+def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: int, objective: str,
+                       protocol: str, profile: str, overrides: Mapping[str, Any], cache_root: str,
+                       device: str) -> MethodResult:
+    """One trial: the method with the trial's settings; module-level so worker processes can pickle it."""
+    from clisc.pipeline.run import run_method
+
+    merged = {**overrides, **params}
+    if objective == "label_free":
+        kwargs = {"protocol": protocol, "profile": profile, "overrides": merged, "cache_root": cache_root,
+                  "device": device}
+        return s3f_agreement_result(method, Path(data), seed, kwargs)
+    return run_method(method, data, protocol=protocol, profile=profile, seed=seed, overrides=merged,
+                      cache_root=cache_root, device=device, progress=False, split="valid",
+                      echo=lambda _: None)
+
+
+def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overrides: Mapping[str, Any]):
+    from clisc.search.study import run_search
+
+    objective = args.objective or spec.get("objective", "validation_dice")
+    if objective not in OBJECTIVES:
+        raise CliscError(f"unknown objective {objective!r}; choose {', '.join(OBJECTIVES)}")
+    profile = args.profile or spec.get("profile", "paper")
+    protocol = args.protocol or spec.get("protocol", "paper")
+    fn = functools.partial(
+        pipeline_objective, method=spec["method"], data=str(args.data), seed=int(spec.get("seed", 0)),
+        objective=objective, protocol=protocol, profile=profile, overrides=dict(overrides),
+        cache_root=str(args.cache), device=args.device,
+    )
+    label_free = objective == "label_free" and protocol == "paper"
+    study_name = args.study or f"{spec['name']}-{objective}-{profile}"
+    return run_search(fn, spec["space"], args.trials or int(spec.get("n_trials", 12)), study_name,
+                      storage=args.storage, workers=args.workers, objective_metric=OBJECTIVES[objective],
+                      direction="maximize", tracking_uri=args.tracking_uri, label_free=label_free,
+                      seed=int(spec.get("seed", 0)))
