@@ -25,11 +25,12 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 class RunSpec:
     method: str
     seed: int
-    overrides: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # the spec's, for every run
+    sweep: Mapping[str, Any] = field(default_factory=dict)  # this run's point of the sweep
 
     @property
     def label(self) -> str:
-        swept = "".join(f"_{k.split('.')[-1]}{v}" for k, v in self.overrides.items())
+        swept = "".join(f"_{k.split('.')[-1]}{v}" for k, v in self.sweep.items())
         return f"{self.method}{swept}_seed{self.seed}"
 
 
@@ -69,7 +70,7 @@ def expand(spec: Mapping[str, Any]) -> Iterator[RunSpec]:
     sweep = spec.get("sweep") or {}
     points = [{k: v} for k, values in sweep.items() for v in values] or [{}]
     for method, point, seed in itertools.product(spec["methods"], points, spec["seeds"]):
-        yield RunSpec(method, int(seed), {**(spec.get("overrides") or {}), **point})
+        yield RunSpec(method, int(seed), {**(spec.get("overrides") or {}), **point}, point)
 
 
 def run_experiment(
