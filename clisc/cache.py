@@ -13,12 +13,27 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "_entry.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}@{os.getpid()}"
 
 
 def _canonical(obj: Any) -> Any:
@@ -71,7 +86,7 @@ class StageCache:
         """
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / f".{key}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             yield tmp
@@ -88,9 +103,16 @@ class StageCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def clean_partial(self) -> int:
-        """Remove temporary directories left by interrupted writers; returns how many."""
+        """Remove temporary directories left by interrupted writers of this host; returns how many.
+
+        A writer that is still running (another worker process sharing the cache) is left alone.
+        """
         n = 0
         for tmp in self.root.glob("*/.*.tmp-*"):
+            host, _, rest = tmp.name.rpartition(".tmp-")[2].partition("@")
+            pid = rest.split("-")[0]
+            if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+                continue
             shutil.rmtree(tmp, ignore_errors=True)
             n += 1
         return n

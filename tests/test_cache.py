@@ -1,4 +1,7 @@
 """clisc.cache: keys are stable and content-derived; entries appear only when complete."""
+import os
+import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +49,15 @@ def test_entry_published_only_on_success(tmp_path):
     assert cache.manifest("sam", "k1") == {"n": 3}
 
 
-def test_clean_partial_removes_leftovers_of_a_killed_process(tmp_path):
+def test_clean_partial_removes_leftovers_of_dead_writers_only(tmp_path):
     cache = StageCache(tmp_path)
-    (tmp_path / "unet" / ".abc.tmp-1234").mkdir(parents=True)
+    host = socket.gethostname()
+    child = subprocess.Popen(["true"])  # a writer that has exited
+    child.wait()
+    (tmp_path / "unet" / f".abc.tmp-{host}@{child.pid}-1a2b3c4d").mkdir(parents=True)
+    (tmp_path / "unet" / f".abc.tmp-{host}@{os.getpid()}-5e6f7a8b").mkdir(parents=True)  # a live writer
     assert cache.clean_partial() == 1
-    assert not any((tmp_path / "unet").iterdir())
+    assert [p.name for p in (tmp_path / "unet").iterdir()] == [f".abc.tmp-{host}@{os.getpid()}-5e6f7a8b"]
 
 
 def test_atomic_write_bytes_replaces_whole_file(tmp_path):

@@ -31,7 +31,7 @@ def s3f_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     settings = method_settings(get_method(method), settings_kwargs["protocol"], settings_kwargs["profile"],
                                settings_kwargs["overrides"])
     ctx = RunContext(data, settings, seed, Path(settings_kwargs["cache_root"]), settings_kwargs["device"],
-                     progress=False)
+                     progress=False, echo=lambda _: None)
     _, result = s3f(ctx)
     per_case = pd.DataFrame({"case_id": list(result["similarity"]),
                              "s3f_agreement": [100.0 * v for v in result["similarity"].values()]})
