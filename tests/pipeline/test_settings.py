@@ -1,9 +1,12 @@
 """Settings resolve in layers: defaults (paper) <- protocol <- profile <- method <- user."""
 import pytest
+import yaml
 
 from clisc.errors import CliscError
 from clisc.pipeline.methods import METHODS, get_method
-from clisc.pipeline.settings import PROFILES, PROTOCOLS, apply_overrides, parse_override, resolve_settings
+from clisc.pipeline.settings import HERE, PROFILES, PROTOCOLS, apply_overrides, parse_override, resolve_settings
+
+PROFILE_DIR = HERE / "profiles"
 
 
 def test_paper_protocol_is_label_free_with_paper_defaults():
@@ -28,7 +31,8 @@ def test_official_protocol_names_every_ground_truth_use():
 
 def test_profile_sizes_apply_on_top_of_the_protocol():
     s = resolve_settings("official", "demo")
-    assert s.foundation.size == "tiny" and s.classifier.epochs == 3  # profile wins on sizes
+    demo = yaml.safe_load((PROFILE_DIR / "demo.yaml").read_text())
+    assert s.foundation.size == "tiny" and s.classifier.epochs == demo["classifier.epochs"] != 400  # profile wins
     assert s.prompts.variant == "official"  # protocol choices stay
 
 
