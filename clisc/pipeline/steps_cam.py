@@ -54,9 +54,10 @@ def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
 
 
 def _inputs(volume: Volume, zs: np.ndarray, size: int) -> np.ndarray:
-    """Slices ``z in zs`` as ``NxSxS`` float32 in [0, 1] (min-max per slice, resized): volumes differ
-    in shape after cropping, the classifier's inputs do not."""
-    return slices_to_input(np.moveaxis(volume.image[:, :, zs], 2, 0), size)[:, 0].numpy()
+    """Slices ``z in zs`` as ``NxSxS`` float16 in [0, 1] (min-max per slice, resized): volumes differ
+    in shape after cropping, the classifier's inputs do not. Half precision (finer than the 8-bit
+    slices of the public code) keeps BraTS's ~36k training slices at 224 px in 3.6 GB."""
+    return slices_to_input(np.moveaxis(volume.image[:, :, zs], 2, 0), size)[:, 0].numpy().astype(np.float16)
 
 
 def _training_slices(ctx: RunContext, labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +93,7 @@ def _train(ctx: RunContext, out: Path, images: np.ndarray, targets: np.ndarray, 
     cs = _classifier_settings(ctx)
     model, record = new_resnet(ctx.settings.foundation, cs.head, seed)
     model = model.to(ctx.device)
-    x = slices_to_input(images, cs.input_size)
+    x = torch.from_numpy(images)[:, None].expand(-1, 3, -1, -1)  # Nx3xSxS view: batches are copied, not the set
     model = train_classifier(model, x, targets, cs, seed=seed, val=_validation_slices(ctx), progress=ctx.progress)
     torch.save(model.state_dict(), out / "model.pt")
     (out / "weights.json").write_text(json.dumps({"resnet50": record.tag}))
@@ -132,12 +133,13 @@ def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 
     def compute(out: Path) -> None:
         x, targets = _training_slices(ctx, labels)
-        cams = np.zeros_like(x)
+        cams = np.zeros(x.shape, np.float32)
         if s.amda.mode == "paper":  # CAMs of the tumour-labelled slices from the raw classifier
             tumour = np.flatnonzero(targets == 1)
             for start in range(0, len(tumour), 64):
                 idx = tumour[start:start + 64]
-                cams[idx] = layer_cam(raw_model, torch.from_numpy(np.repeat(x[idx, None], 3, 1)), s.cam.layers)
+                batch = torch.from_numpy(x[idx, None].astype(np.float32)).expand(-1, 3, -1, -1)
+                cams[idx] = layer_cam(raw_model, batch, s.cam.layers)
         augmented, aug_targets = amda_training_set(x, cams, targets, s.amda, np.random.default_rng(ctx.seed))
         _train(ctx, out, augmented, aug_targets, ctx.seed + 1)
 

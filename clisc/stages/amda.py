@@ -58,6 +58,12 @@ def discriminative_region(cam: np.ndarray, alpha: float) -> np.ndarray:
     return (cam > 0) & (cam >= threshold)
 
 
+def _float_images(images: np.ndarray) -> np.ndarray:
+    """Float images kept in their own float dtype (float16 halves a large training set); others -> float32."""
+    images = np.asarray(images)
+    return images if np.issubdtype(images.dtype, np.floating) else images.astype(np.float32)
+
+
 def random_block_mask(shape: tuple[int, int], block: int, prob: float,
                       rng: np.random.Generator) -> np.ndarray:
     """Random mask ``HxW`` bool: the image is tiled by ``block x block`` squares from the top-left
@@ -73,11 +79,12 @@ def amda_augment(images: np.ndarray, cams: np.ndarray, labels: np.ndarray, setti
 
     ``cams`` ``NxHxW`` are the slices' CAMs at the images' resolution. Each tumour slice gets
     ``settings.copies`` copies whose pixels in (discriminative region AND a fresh random block
-    mask) are set to the slice's minimum. Returns only the copies, ``NaxHxW`` float32, and their
+    mask) are set to the slice's minimum. Returns only the copies, ``NaxHxW`` (float32, or the
+    images' own float dtype, e.g. float16 for a large training set), and their
     labels ``Na`` (all 1, the input's dtype); ``settings.mode`` is not consulted here (see
     ``amda_training_set``).
     """
-    images = np.asarray(images, dtype=np.float32)
+    images = _float_images(images)
     cams = np.asarray(cams)
     labels = np.asarray(labels)
     if images.shape != cams.shape or images.ndim != 3 or len(labels) != len(images):
@@ -92,23 +99,23 @@ def amda_augment(images: np.ndarray, cams: np.ndarray, labels: np.ndarray, setti
             copy = images[index].copy()
             copy[hidden] = images[index].min()
             copies.append(copy)
-    stacked = np.stack(copies) if copies else np.zeros((0, *images.shape[1:]), dtype=np.float32)
+    stacked = np.stack(copies) if copies else np.zeros((0, *images.shape[1:]), dtype=images.dtype)
     return stacked, np.ones(len(copies), dtype=labels.dtype)
 
 
 def official_intensity_mask(images: np.ndarray, fraction: float = 0.8,
                             fill: float | None = None) -> np.ndarray:
-    """The shipped code's AMDA fallback on images ``NxHxW`` -> ``NxHxW`` float32, no randomness.
+    """The shipped code's AMDA fallback on images ``NxHxW`` -> ``NxHxW`` (same float dtype), no randomness.
 
     Every image's pixels strictly above ``min + fraction * (max - min)`` of its own intensity are
     set to ``fill``; ``None`` means the image's own minimum, which is exactly the code's 0 on its
     min-max-scaled 8-bit images and stays background on z-scored ones.
     """
-    images = np.asarray(images, dtype=np.float32)
+    images = _float_images(images)
     low = images.min(axis=(1, 2), keepdims=True)
     high = images.max(axis=(1, 2), keepdims=True)
     value = low if fill is None else np.full_like(low, fill)
-    return np.where(images > low + fraction * (high - low), value, images).astype(np.float32)
+    return np.where(images > low + fraction * (high - low), value, images).astype(images.dtype)
 
 
 def amda_training_set(images: np.ndarray, cams: np.ndarray, labels: np.ndarray, settings: AmdaSettings,
@@ -116,7 +123,7 @@ def amda_training_set(images: np.ndarray, cams: np.ndarray, labels: np.ndarray, 
     """The retraining set ``MxHxW`` and labels ``M`` for ``settings.mode``:
     "paper" = originals followed by ``amda_augment``'s copies; "official" =
     ``official_intensity_mask`` of every image, originals left out; "none" = the originals."""
-    images = np.asarray(images, dtype=np.float32)
+    images = _float_images(images)
     labels = np.asarray(labels)
     if settings.mode == "none":
         return images, labels

@@ -120,3 +120,12 @@ def test_training_set_per_mode(batch: Batch, mode: str, size: int, originals_kep
 def test_settings_are_checked(changes: dict) -> None:
     with pytest.raises(ValueError):
         AmdaSettings(**changes)
+
+
+@pytest.mark.parametrize("mode", ["paper", "official", "none"])
+def test_training_set_keeps_a_half_precision_dtype(mode):
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 16, 16)).astype(np.float16)
+    cams = rng.random((4, 16, 16)).astype(np.float32)
+    out, labels = amda_training_set(images, cams, np.array([1, 0, 1, 0]), AmdaSettings(mode=mode), rng)
+    assert out.dtype == np.float16 and len(out) == len(labels) == (6 if mode == "paper" else 4)
