@@ -8,6 +8,7 @@ loses no finished child. Local SQLite stores keep their artifacts beside the dat
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -185,7 +186,8 @@ class ExperimentRecorder:
             self.experiment_id, run_name=self.experiment, tags={**self.tags, ROLE_TAG: "experiment"}
         )
         self.parent_run_id = run.info.run_id
-        self.client.log_text(self.parent_run_id, yaml.safe_dump(self.spec, sort_keys=False), SPEC_ARTIFACT)
+        plain_spec = json.loads(json.dumps(self.spec, default=str))  # Paths, numpy scalars -> YAML-safe
+        self.client.log_text(self.parent_run_id, yaml.safe_dump(plain_spec, sort_keys=False), SPEC_ARTIFACT)
         log_flat(self.client, self.parent_run_id, params=flatten_params(self.spec))
         return self
 

@@ -73,10 +73,11 @@ def test_round_trip(tracking_uri: str, tmp_path: Path, fakes) -> None:
 
 def test_crash_keeps_finished_children(tracking_uri: str, fakes) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        with ExperimentRecorder("crash", SPEC, tracking_uri=tracking_uri) as rec:
+        with ExperimentRecorder("crash", {"data": Path("/data/brats")}, tracking_uri=tracking_uri) as rec:
             rec.log_result(fakes.fake_result("clisc", [50, 60]))
             raise RuntimeError("boom")
-    assert latest_parent_run("crash", tracking_uri).info.status == "FAILED"
+    parent = latest_parent_run("crash", tracking_uri)
+    assert parent.info.status == "FAILED" and parent.data.params["data"] == "/data/brats"
     assert [r.method for r in load_experiment_results("crash", tracking_uri)] == ["clisc"]
 
 
