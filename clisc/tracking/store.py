@@ -92,7 +92,11 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def summary_metrics(per_case: pd.DataFrame) -> dict[str, float]:
-    """:func:`clisc.evaluation.summarize` of a per-case table, as floats."""
+    """:func:`clisc.evaluation.summarize` of a scored per-case table, as floats; a table of label-free
+    criteria (no ``dsc`` column, e.g. a search's S3F agreement) gives each numeric column's mean."""
+    if "dsc" not in per_case.columns:
+        numeric = per_case.select_dtypes("number")
+        return {"n_cases": float(len(per_case)), **{f"{c}_mean": float(numeric[c].mean()) for c in numeric}}
     return {str(k): float(v) for k, v in summarize(per_case).items()}
 
 

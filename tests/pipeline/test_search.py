@@ -1,0 +1,42 @@
+"""`clisc search` over the real pipeline (tiny profile): both objectives, trials logged to MLflow."""
+from __future__ import annotations
+
+import argparse
+
+import mlflow
+import optuna
+import pytest
+
+from clisc.pipeline.search import run_pipeline_search
+
+SPEC = {"name": "mini", "method": "clisc", "seed": 0,
+        "space": {"amda.alpha": {"type": "float", "low": 10, "high": 20, "step": 10},
+                  "s3f.beta": {"type": "float", "low": 0, "high": 20, "step": 20}}}
+
+
+def _args(tmp_path, data, objective):
+    return argparse.Namespace(objective=objective, profile="tiny", protocol=None, data=data,
+                              cache=tmp_path / "cache", device="cpu", study=None, trials=2, workers=1,
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("objective,label_free,metric", [
+    ("label_free", "true", "s3f_agreement_mean"),
+    ("validation_dice", "false", "dsc_mean"),
+])
+def test_search_fills_a_study_and_nested_mlflow_runs(synthetic_dataset, tmp_path, objective, label_free, metric):
+    args = _args(tmp_path, synthetic_dataset, objective)
+    study = run_pipeline_search(SPEC, args, {})
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.user_attrs["label_free"] is (label_free == "true")
+    assert all(0 <= t.value <= 100 for t in study.trials)
+
+    client = mlflow.MlflowClient(args.tracking_uri)
+    experiment = client.get_experiment_by_name(f"search/{study.study_name}")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(trials) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
+    assert all(r.data.tags["search.label_free"] == label_free and metric in r.data.metrics for r in trials)
