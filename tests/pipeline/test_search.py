@@ -40,3 +40,18 @@ def test_search_fills_a_study_and_nested_mlflow_runs(synthetic_dataset, tmp_path
     assert len(parents) == 1 and len(trials) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
     assert all(r.data.tags["search.label_free"] == label_free and metric in r.data.metrics for r in trials)
+
+
+def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(synthetic_dataset, tmp_path):
+    """alpha = 150 % is refused by AmdaSettings: that trial fails, the others complete."""
+    spec = {**SPEC, "space": {"amda.alpha": {"type": "categorical", "choices": [20.0, 150.0]}}}
+    args = _args(tmp_path, synthetic_dataset, "label_free")
+    args.trials = 4
+    study = run_pipeline_search(spec, args, {})
+    states = {t.params["amda.alpha"]: t.state for t in study.trials}
+    assert states == {20.0: optuna.trial.TrialState.COMPLETE, 150.0: optuna.trial.TrialState.FAIL}
+    client = mlflow.MlflowClient(args.tracking_uri)
+    experiment = client.get_experiment_by_name(f"search/{study.study_name}")
+    statuses = {r.data.params["trial.amda.alpha"]: r.info.status for r in client.search_runs(
+        [experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags}
+    assert statuses == {"20.0": "FINISHED", "150.0": "FAILED"}
