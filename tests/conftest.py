@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import importlib.util
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -74,3 +76,26 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     synthesize_dataset(root, 10, seed=0, shape=(96, 96, 64), progress=False)
     return root
+
+
+def _load_fakes():
+    """tests/tracking/fakes.py (fake MethodResults, MLflow store template) as a module, whatever sys.path is."""
+    spec = importlib.util.spec_from_file_location("clisc_test_fakes", Path(__file__).with_name("tracking") / "fakes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_FAKES = _load_fakes()
+
+
+@pytest.fixture(scope="session")
+def fakes():
+    """The fake-results helpers (tests/tracking/fakes.py)."""
+    return _FAKES
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One empty SQLite MLflow store per test module, copied from the session's migrated template."""
+    return _FAKES.fresh_store(tmp_path_factory)

@@ -49,10 +49,10 @@ def test_unknown_experiment_names_the_known_ones():
     assert (EXPERIMENTS_DIR / "search.yaml").is_file()
 
 
-def test_experiment_logs_each_run_as_a_child_in_mlflow(synthetic_dataset, tmp_path):
+def test_experiment_logs_each_run_as_a_child_in_mlflow(synthetic_dataset, tmp_path, tracking_uri):
     spec = tmp_path / "mini.yaml"
     spec.write_text("name: mini\nmethods: [cam_amda, sam_box]\nseeds: [0]\n")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     results = run_experiment(spec, synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache",
                              runs_root=tmp_path / "runs", tracking_uri=uri, echo=lambda _: None)
     logged = load_experiment_results("mini", uri)

@@ -14,19 +14,19 @@ SPEC = {"name": "mini", "method": "clisc", "seed": 0,
                   "s3f.beta": {"type": "float", "low": 0, "high": 20, "step": 20}}}
 
 
-def _args(tmp_path, data, objective):
+def _args(tmp_path, data, objective, tracking_uri):
     return argparse.Namespace(objective=objective, profile="tiny", protocol=None, data=data,
-                              cache=tmp_path / "cache", device="cpu", study=None, trials=2, workers=1,
-                              storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+                              cache=tmp_path / "cache", device="cpu", study=f"study-{tmp_path.name}", trials=2,
+                              workers=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
 
 
 @pytest.mark.parametrize("objective,label_free,metric", [
     ("label_free", "true", "s3f_agreement_mean"),
     ("validation_dice", "false", "dsc_mean"),
 ])
-def test_search_fills_a_study_and_nested_mlflow_runs(synthetic_dataset, tmp_path, objective, label_free, metric):
-    args = _args(tmp_path, synthetic_dataset, objective)
+def test_search_fills_a_study_and_nested_mlflow_runs(synthetic_dataset, tmp_path, tracking_uri, objective,
+                                                     label_free, metric):
+    args = _args(tmp_path, synthetic_dataset, objective, tracking_uri)
     study = run_pipeline_search(SPEC, args, {})
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert study.user_attrs["label_free"] is (label_free == "true")
@@ -42,10 +42,10 @@ def test_search_fills_a_study_and_nested_mlflow_runs(synthetic_dataset, tmp_path
     assert all(r.data.tags["search.label_free"] == label_free and metric in r.data.metrics for r in trials)
 
 
-def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(synthetic_dataset, tmp_path):
+def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(synthetic_dataset, tmp_path, tracking_uri):
     """alpha = 150 % is refused by AmdaSettings: that trial fails, the others complete."""
     spec = {**SPEC, "space": {"amda.alpha": {"type": "categorical", "choices": [20.0, 150.0]}}}
-    args = _args(tmp_path, synthetic_dataset, "label_free")
+    args = _args(tmp_path, synthetic_dataset, "label_free", tracking_uri)
     args.trials = 4
     study = run_pipeline_search(spec, args, {})
     states = {t.params["amda.alpha"]: t.state for t in study.trials}
