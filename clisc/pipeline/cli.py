@@ -22,9 +22,24 @@ def weights_overrides(weights: str | None) -> dict[str, str]:
     return {"foundation.weights": weights, "foundation.size": "base"}
 
 
+DEFAULT_DATA = Path("data/synthetic")
+DEFAULT_SYNTHETIC_CASES = 20
+
+
+def ensure_data(data: Path) -> Path:
+    """The default folder is the synthetic dataset: written on first use (deterministic, seed 0)."""
+    if data == DEFAULT_DATA and not (data / "SYNTHETIC").is_file():
+        from clisc.data.synth import synthesize_dataset
+
+        print(f"[clisc] {data} missing: writing the synthetic dataset ({DEFAULT_SYNTHETIC_CASES} cases, seed 0)")
+        synthesize_dataset(data, DEFAULT_SYNTHETIC_CASES, seed=0)
+    return data
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``clisc run``, ``clisc experiment`` and ``clisc search``."""
-    parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="BraTS-layout folder")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"BraTS-layout folder (default {DEFAULT_DATA}: the synthetic dataset, written if missing)")
     parser.add_argument("--profile", choices=PROFILES, default="paper")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="paper")
     parser.add_argument("--weights", choices=("random", "pretrained"), default=None,
@@ -46,6 +61,7 @@ def run_overrides(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace) -> int:
     from clisc.pipeline.run import run_method, summary_line
 
+    ensure_data(args.data)
     for seed in args.seeds:
         out = args.out / f"{args.method}_seed{seed}"
         result = run_method(args.method, args.data, protocol=args.protocol, profile=args.profile, seed=seed,
@@ -58,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from clisc.pipeline.experiment import run_experiment
 
+    ensure_data(args.data)
     for name in args.experiments:
         run_experiment(name, args.data, profile=args.profile, protocol=args.protocol, overrides=run_overrides(args),
                        cache_root=args.cache, runs_root=args.out, tracking_uri=args.tracking_uri, device=args.device)
@@ -75,6 +92,7 @@ def _search(args: argparse.Namespace) -> int:
     if not isinstance(spec, dict) or not {"method", "space"} <= set(spec):
         raise CliscError(f"{path}: a search spec needs 'method' and 'space'")
     spec.setdefault("name", path.stem)
+    ensure_data(args.data)
     study = run_pipeline_search(spec, args, run_overrides(args))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     failed = [t for t in study.trials if t.state.name == "FAIL"]
