@@ -133,7 +133,7 @@ def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 
     def compute(out: Path) -> None:
         x, targets = _training_slices(ctx, labels)
-        cams = np.zeros(x.shape, np.float32)
+        cams = np.zeros(x.shape, np.float16)  # as x: half precision at BraTS scale
         if s.amda.mode == "paper":  # CAMs of the tumour-labelled slices from the raw classifier
             tumour = np.flatnonzero(targets == 1)
             for start in range(0, len(tumour), 64):
