@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from clisc.stages.unet3d import binary_dice, keep_largest_component
+from clisc.evaluation.metrics import dice
+from clisc.stages.unet3d import keep_largest_component
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def similarity(sam_mask: np.ndarray, prediction: np.ndarray) -> float:
     """
     if np.shape(sam_mask) != np.shape(prediction):
         raise ValueError(f"SAM mask {np.shape(sam_mask)} and prediction {np.shape(prediction)} differ in shape")
-    return binary_dice(sam_mask, prediction)
+    return dice(sam_mask, prediction)
 
 
 def select_by_percentile(similarities: Mapping[str, float], beta: float) -> list[str]:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from clisc.cache import atomic_write_bytes, stable_hash
 from clisc.errors import DataError
+from clisc.evaluation.metrics import dice
 from clisc.stages.unet_official import OfficialUNet3D
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,6 @@ def build_unet(settings: UNetSettings) -> nn.Module:
     if settings.network == "official":
         return OfficialUNet3D(in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels)
     raise ValueError(f"unknown network {settings.network!r}; expected 'monai' or 'official'")
-
-
-def binary_dice(first: np.ndarray, second: np.ndarray) -> float:
-    """Dice in [0, 1] of two ``XxYxZ`` masks (non-zero = foreground); 1.0 when both are empty."""
-    a, b = np.asarray(first) > 0, np.asarray(second) > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
@@ -222,12 +216,12 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
             mean_loss = float(np.mean(losses))
             state["epoch"] = epoch + 1
             if select:
-                dice = float(np.mean([binary_dice(predict_volume(model, img, settings, device), lab)
-                                      for img, lab in zip(*val)]))
-                if dice > state["best_dice"]:
-                    state["best_dice"] = dice
+                val_dice = float(np.mean([dice(predict_volume(model, img, settings, device), lab)
+                                          for img, lab in zip(*val)]))
+                if val_dice > state["best_dice"]:
+                    state["best_dice"] = val_dice
                     state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                log.info("epoch %d: loss %.4f, validation Dice %.4f", epoch + 1, mean_loss, dice)
+                log.info("epoch %d: loss %.4f, validation Dice %.4f", epoch + 1, mean_loss, val_dice)
             else:
                 log.info("epoch %d: loss %.4f", epoch + 1, mean_loss)
             epochs.set_postfix(loss=f"{mean_loss:.4f}")

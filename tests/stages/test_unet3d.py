@@ -143,7 +143,7 @@ def test_training_learns_a_threshold_segmentation():
     model = train_unet(images, labels, settings, seed=0, progress=False)
     test_images, test_labels = tiny_data(1, seed=9)
     prediction = predict_volume(model, test_images[0], settings)
-    assert unet3d.binary_dice(prediction, test_labels[0]) > 0.8
+    assert unet3d.dice(prediction, test_labels[0]) > 0.8
 
 
 def test_gt_validation_keeps_the_best_epoch(monkeypatch):
@@ -158,7 +158,7 @@ def test_gt_validation_keeps_the_best_epoch(monkeypatch):
         return real_predict(model, image, settings, device)
 
     monkeypatch.setattr(unet3d, "predict_volume", recording_predict)
-    monkeypatch.setattr(unet3d, "binary_dice", lambda prediction, label: next(scripted_dice))
+    monkeypatch.setattr(unet3d, "dice", lambda prediction, label: next(scripted_dice))
     model = train_unet(images, labels, settings, seed=0, val=(images[:1], labels[:1]), progress=False)
     assert len(weights_seen) == 3
     for name, value in state_of(model).items():
@@ -186,7 +186,7 @@ def test_predict_volume_keeps_geometry(inference, shape):
     if inference == "sliding":
         np.testing.assert_array_equal(prediction, (image > 0).astype(np.uint8))
     else:  # nearest resize to 16^3 and back moves the boundary by at most one coarse voxel
-        assert unet3d.binary_dice(prediction, image > 0) > 0.85
+        assert unet3d.dice(prediction, image > 0) > 0.85
 
 
 def test_predict_volume_rejects_unknown_inference():
