@@ -6,10 +6,7 @@ from pathlib import Path
 
 from clisc.errors import CliscError
 
-HERE = Path(__file__).parent
-# read from the YAML folders directly: importing settings would import torch for every `clisc` call
-PROFILES = tuple(sorted(p.stem for p in (HERE / "profiles").glob("*.yaml")))
-PROTOCOLS = tuple(sorted(p.stem for p in (HERE / "protocols").glob("*.yaml")))
+from clisc.pipeline.layers import PROFILES, PROTOCOLS
 
 
 def weights_overrides(weights: str | None) -> dict[str, str]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
+from clisc.pipeline.layers import load_layer
 from clisc.stages.amda import AmdaSettings
 from clisc.stages.classifier import ClassifierSettings
 from clisc.stages.prompts import PromptSettings
@@ -23,9 +23,6 @@ from clisc.stages.s3f import S3FSettings
 from clisc.stages.slice_labels import SliceLabelSettings
 from clisc.stages.unet3d import UNetSettings
 
-HERE = Path(__file__).parent
-PROFILES = tuple(sorted(p.stem for p in (HERE / "profiles").glob("*.yaml")))
-PROTOCOLS = tuple(sorted(p.stem for p in (HERE / "protocols").glob("*.yaml")))
 
 
 @dataclass(frozen=True)
@@ -150,12 +147,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def _layer(kind: str, name: str, choices: tuple[str, ...]) -> dict[str, Any]:
-    if name not in choices:
-        raise CliscError(f"unknown {kind} {name!r}; choose one of {', '.join(choices)}")
-    return yaml.safe_load((HERE / f"{kind}s" / f"{name}.yaml").read_text()) or {}
-
-
 def resolve_settings(
     protocol: str = "paper",
     profile: str = "paper",
@@ -163,6 +154,6 @@ def resolve_settings(
 ) -> Settings:
     """Defaults <- protocol <- profile <- overrides (see module docstring)."""
     settings = Settings(protocol=protocol, profile=profile)
-    settings = apply_overrides(settings, _layer("protocol", protocol, PROTOCOLS))
-    settings = apply_overrides(settings, _layer("profile", profile, PROFILES))
+    settings = apply_overrides(settings, load_layer("protocol", protocol))
+    settings = apply_overrides(settings, load_layer("profile", profile))
     return apply_overrides(settings, overrides or {})

@@ -4,7 +4,8 @@ import yaml
 
 from clisc.errors import CliscError
 from clisc.pipeline.methods import METHODS, get_method
-from clisc.pipeline.settings import HERE, PROFILES, PROTOCOLS, apply_overrides, parse_override, resolve_settings
+from clisc.pipeline.layers import HERE, PROFILES, PROTOCOLS
+from clisc.pipeline.settings import apply_overrides, parse_override, resolve_settings
 
 PROFILE_DIR = HERE / "profiles"
 
