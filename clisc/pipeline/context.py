@@ -8,6 +8,7 @@ private directory that is published atomically. Each stage's status and time is 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class RunContext:
             start = time.perf_counter()
             with self.cache.writing(name, key, {"stage": name, "settings": settings, "inputs": inputs}) as tmp:
                 compute(tmp)
+            shutil.rmtree(self.cache_root / "_work" / name / key, ignore_errors=True)  # published: drop scratch
             elapsed = time.perf_counter() - start
             value = load(self.cache.path(name, key))
             self._note(name, "computed", elapsed)

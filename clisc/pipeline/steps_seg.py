@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def _per_case_stage(
             if not part.is_file():
                 save_arrays(work / f"{volume.case_id}.tmp.npz", {"mask": segment_case(volume).astype(np.uint8)})
                 (work / f"{volume.case_id}.tmp.npz").replace(part)
-            (out / part.name).write_bytes(part.read_bytes())
+            shutil.copyfile(part, out / part.name)
 
     def load(path: Path) -> dict[str, np.ndarray]:
         return {p.stem: load_arrays(p)["mask"] for p in sorted(path.glob("*.npz"))}

@@ -90,6 +90,7 @@ def test_crash_in_sam_stage_resumes_to_the_same_result(first_run, synthetic_data
     monkeypatch.setattr(steps_seg, "segment_volume", real)
     resumed = _run(synthetic_dataset, tmp_path)
     pd.testing.assert_frame_equal(resumed.per_case, result.per_case)
+    assert not any((tmp_path / "_work" / "sam_pseudo_labels").iterdir())  # scratch dropped once published
 
 
 def test_official_protocol_records_its_ground_truth_switches(synthetic_dataset, tmp_path):
