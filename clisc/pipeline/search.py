@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,6 +70,10 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
         objective=objective, protocol=protocol, profile=profile, overrides=dict(overrides),
         cache_root=str(args.cache), device=args.device,
     )
+    if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # spawned workers inherit this: K workers x all cores of threads would oversubscribe the CPU,
+        # and spinning OpenMP threads then run many times slower (25x seen on 2 cores)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
     label_free = objective == "label_free" and protocol == "paper"
     study_name = args.study or f"{spec['name']}-{objective}-{profile}"
     return run_search(fn, spec["space"], args.trials or int(spec.get("n_trials", 12)), study_name,
