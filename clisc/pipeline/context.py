@@ -21,7 +21,7 @@ from clisc import __version__
 from clisc.cache import StageCache, stable_hash, stage_key
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
 from clisc.data.preprocessing import Volume, load_volumes
-from clisc.data.split import SPLITS, check_split_matches, make_split, read_split_csv, write_split_csv
+from clisc.data.split import SPLITS, load_or_create_split
 from clisc.pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,7 @@ class RunContext:
     def _load_split(self) -> dict[str, list[str]]:
         seed = self.settings.split_seed
         path = self.split_path or self.cache_root / "splits" / f"{self.fingerprint}_seed{seed}.csv"
-        if path.is_file():
-            split = read_split_csv(path)
-            check_split_matches(split, self.cases, path)
-        else:
-            split = make_split(self.cases, seed)
-            write_split_csv(path, split)
-        self.split_path = path
+        split, self.split_path = load_or_create_split(self.data_root, seed, path)
         return split
 
     def volumes(self, split: str) -> list[Volume]:
