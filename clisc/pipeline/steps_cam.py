@@ -186,17 +186,28 @@ def _roi(cams: np.ndarray, threshold: float, postprocess: bool) -> np.ndarray:
 
 
 def cam_threshold(ctx: RunContext, which: str) -> float:
-    """The CAM binarisation threshold: fixed (label-free), or the code's grid search on validation GT."""
+    """The CAM binarisation threshold: fixed (label-free), or the code's grid search on validation GT
+    (a cached stage, so every split and every later run reuses it)."""
     s = ctx.settings
     if not s.gt.tune_cam_threshold_on_gt:
         return s.cam.threshold
     from clisc.evaluation.metrics import dice
 
-    model = (classifier_amda if which == "amda" else classifier_raw)(ctx)[1]
-    gates = _gates(ctx, "valid", model)
-    cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in ctx.volumes("valid")]
-    scores = [np.mean([dice(_roi(c, t, s.cam.postprocess), gt) for c, gt in cams]) for t in CAM_THRESHOLD_GRID]
-    return float(CAM_THRESHOLD_GRID[int(np.argmax(scores))])
+    model_key, model = (classifier_amda if which == "amda" else classifier_raw)(ctx)
+
+    def compute(out: Path) -> None:
+        gates = _gates(ctx, "valid", model)
+        cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in ctx.volumes("valid")]
+        scores = [float(np.mean([dice(_roi(c, t, s.cam.postprocess), gt) for c, gt in cams]))
+                  for t in CAM_THRESHOLD_GRID]
+        best = float(CAM_THRESHOLD_GRID[int(np.argmax(scores))])
+        (out / "threshold.json").write_text(json.dumps({"threshold": best, "grid_dice": scores}))
+
+    def load(path: Path) -> float:
+        return json.loads((path / "threshold.json").read_text())["threshold"]
+
+    settings = {"grid": CAM_THRESHOLD_GRID, "cam": dataclasses.replace(s.cam, threshold=None), "gt": s.gt}
+    return ctx.stage(f"cam_threshold_{which}", settings, [model_key, ctx.volumes_key], compute, load)[1]
 
 
 def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, dict[str, dict[str, np.ndarray]]]:
