@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clisc.errors import CliscError
-
 from clisc.pipeline.layers import PROFILES, PROTOCOLS
 
 
@@ -79,16 +77,10 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    import yaml
-
-    from clisc.pipeline.experiment import find_spec
+    from clisc.pipeline.experiment import read_spec
     from clisc.pipeline.search import run_pipeline_search
 
-    path = find_spec(args.spec)
-    spec = yaml.safe_load(path.read_text())
-    if not isinstance(spec, dict) or not {"method", "space"} <= set(spec):
-        raise CliscError(f"{path}: a search spec needs 'method' and 'space'")
-    spec.setdefault("name", path.stem)
+    spec, _ = read_spec(args.spec, ("method", "space"), "a search spec needs 'method' and 'space'")
     ensure_data(args.data)
     study = run_pipeline_search(spec, args, run_overrides(args))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]

@@ -47,20 +47,27 @@ def find_spec(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_spec(name_or_path: str | Path) -> dict[str, Any]:
+def read_spec(name_or_path: str | Path, required: tuple[str, ...], needs: str) -> tuple[dict[str, Any], Path]:
+    """A YAML spec (experiment or search) holding its ``required`` keys, else a one-line error ending in
+    ``needs``; ``name`` defaults to the file stem."""
     path = find_spec(name_or_path)
     try:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise CliscError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(spec, dict) or "methods" not in spec:
-        raise CliscError(f"{path}: an experiment spec needs a 'methods' list")
+    if not isinstance(spec, dict) or not set(required) <= set(spec):
+        raise CliscError(f"{path}: {needs}")
+    spec.setdefault("name", path.stem)
+    return spec, path
+
+
+def load_spec(name_or_path: str | Path) -> dict[str, Any]:
+    spec, path = read_spec(name_or_path, ("methods",), "an experiment spec needs a 'methods' list")
     unknown = [m for m in spec["methods"] if m not in METHODS]
     if unknown:
         raise CliscError(f"{path}: unknown method(s) {unknown}; known: {', '.join(sorted(METHODS))}")
     if len(spec.get("sweep") or {}) > 1:
         raise CliscError(f"{path}: sweep one setting at a time")
-    spec.setdefault("name", path.stem)
     spec.setdefault("seeds", [0])
     return spec
 
