@@ -16,6 +16,7 @@ import yaml
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
 from clisc.pipeline.layers import load_layer
+from clisc.pipeline.result import flatten
 from clisc.stages.amda import AmdaSettings
 from clisc.stages.classifier import ClassifierSettings
 from clisc.stages.prompts import PromptSettings
@@ -97,18 +98,7 @@ class Settings:
 
     def flat(self) -> dict[str, Any]:
         """``{"section.name": value}`` for logging (tuples as lists)."""
-        return flatten(dataclasses.asdict(self))
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = list(value) if isinstance(value, tuple) else value
-    return out
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(dataclasses.asdict(self)).items()}
 
 
 def _coerce(current: Any, value: Any, key: str) -> Any:

@@ -29,7 +29,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from clisc.errors import CliscError
 from clisc.evaluation import summarize
-from clisc.pipeline.result import MethodResult
+from clisc.pipeline.result import MethodResult, flatten
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,8 @@ def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> ``{"a.b": "value"}`` with keys MLflow accepts, values cut to its limit."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = _BAD_KEY_CHARS.sub("_", f"{prefix}{key}")
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, prefix=f"{name}."))
-        else:
-            flat[name] = str(value)[:MAX_PARAM_VAL_LENGTH]
-    return flat
+    return {_BAD_KEY_CHARS.sub("_", name): str(value)[:MAX_PARAM_VAL_LENGTH]
+            for name, value in flatten(params, prefix).items()}
 
 
 def summary_metrics(per_case: pd.DataFrame) -> dict[str, float]:
