@@ -60,6 +60,7 @@ class SamSettings:
     # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"
+    precision: str = "fp32"  # image encoder autocast on CUDA: "fp32" | "bf16" | "fp16"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from clisc.compute import as_channels_last, autocast, channels_last, check_precision, grad_scaler, prefetch
 from clisc.stages.slice_labels import minmax_slices, resize_slices
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class ClassifierSettings:
     head: str = "paper"
     schedule: str = "constant"
     select_on_gt_validation: bool = False
+    precision: str = "fp32"  # training autocast on CUDA: "fp32" | "bf16" | "fp16" (+ GradScaler)
+    channels_last: bool = False  # NHWC model and batches (faster convolutions on CUDA tensor cores)
 
 
 def slices_to_input(slices: np.ndarray, input_size: int) -> torch.Tensor:
@@ -85,6 +89,18 @@ def _check(images: torch.Tensor, labels: torch.Tensor, settings: ClassifierSetti
                       UserWarning, stacklevel=3)
 
 
+def _host_batches(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``(Bx3xSxS, B)`` of ``images``/``labels`` in ``order`` on the host, pinned for CUDA; a
+    last batch of one sample is skipped (BatchNorm cannot train on it)."""
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        if len(index) == 1 and len(order) > 1:
+            continue
+        x, y = images[index], labels[index]
+        yield (x.pin_memory(), y.pin_memory()) if device.type == "cuda" and not x.is_cuda else (x, y)
+
+
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray | torch.Tensor,
                      settings: ClassifierSettings, seed: int,
                      val: tuple[torch.Tensor, np.ndarray | torch.Tensor] | None = None,
@@ -97,11 +113,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
     seeded with ``seed`` inside a forked RNG state (the caller's state is untouched). With
     ``settings.select_on_gt_validation`` and ``val = (images, ground-truth labels)`` the weights of
     the epoch with the best validation accuracy are returned (first best on ties), else the last.
-    The model ends in eval mode.
+    The model ends in eval mode. ``settings.precision`` autocasts the training steps on CUDA and
+    ``channels_last`` switches the model (it stays so) and batches to NHWC; on CUDA batches are
+    gathered and pinned in a background thread and copied without blocking.
     """
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     _check(images, labels, settings)
     device = _device_of(model)
+    check_precision(settings.precision, device, "classifier.precision")
+    model = channels_last(model, settings.channels_last)
+    scaler = grad_scaler(device, settings.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
                  if settings.schedule == "step" else None)
@@ -121,15 +142,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
             model.train()
             order = torch.randperm(len(images), generator=shuffle)
             total_loss = 0.0
-            for start in range(0, len(order), settings.batch_size):
-                index = order[start:start + settings.batch_size]
-                if len(index) == 1 and len(order) > 1:  # BatchNorm cannot train on one sample
-                    continue
+            for x, y in prefetch(_host_batches(images, labels, order, settings.batch_size, device),
+                                 device.type == "cuda"):
                 optimizer.zero_grad()
-                loss = loss_fn(model(images[index].to(device).float()), labels[index].to(device))
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach()) * len(index)
+                x = as_channels_last(x.to(device, non_blocking=True).float(), settings.channels_last)
+                with autocast(device, settings.precision):
+                    loss = loss_fn(model(x), y.to(device, non_blocking=True))
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total_loss += float(loss.detach()) * len(y)
             if scheduler is not None:
                 scheduler.step()
             message = f"epoch {epoch + 1}: loss {total_loss / len(images):.4f}"

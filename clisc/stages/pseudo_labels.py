@@ -11,23 +11,27 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
+from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
 from clisc.cache import atomic_write_bytes
+from clisc.compute import autocast, check_precision, prefetch
 from clisc.foundation.sam import model_tag as sam_model_tag
 from clisc.stages.prompts import PromptSettings, SamPrompt, prompts_from_mask
 
 logger = logging.getLogger(__name__)
 
 EmbeddingKey = tuple[str, str]
+Embedding = np.ndarray | torch.Tensor
 
 
 def equalize_hist(image: np.ndarray) -> np.ndarray:
@@ -67,18 +71,21 @@ def prepare_slice(image_slice: np.ndarray, equalize: bool = False) -> np.ndarray
 
 
 class EmbeddingCache:
-    """SAM image embeddings (``CxhXw`` float32) keyed by (model tag, sha1 of the prepared slice).
+    """SAM image embeddings (``Cxhxw``) keyed by (model tag, sha1 of the prepared slice).
 
-    Held in memory (least recently used first out beyond ``max_in_memory`` entries, unbounded if None)
-    and, with ``directory``, also as ``directory/<model tag>/<sha1>.npy`` written atomically, so that
-    a later pass or run reuses them. ViT-B embeddings are ``256x64x64`` float32: 4 MiB per slice.
-    ``hits`` and ``misses`` count lookups.
+    Held in memory as given (a torch tensor, on the GPU for a CUDA segmenter; least recently used
+    first out beyond ``max_in_memory`` entries, unbounded if None) and, with ``directory``, also as
+    ``directory/<model tag>/<sha1>.npy`` written atomically, so that a later pass or run reuses them.
+    ViT-B embeddings are ``256x64x64``: 4 MiB per slice in float32, 2 MiB in float16 (the dtype the
+    segmenter stores for half precision). ``hits`` and ``misses`` count lookups; the cache is safe
+    to use from the segmenter's prefetch thread.
     """
 
     def __init__(self, directory: str | Path | None = None, max_in_memory: int | None = None):
         self.directory = Path(directory) if directory is not None else None
         self.max_in_memory = max_in_memory
-        self._memory: OrderedDict[EmbeddingKey, np.ndarray] = OrderedDict()
+        self._memory: OrderedDict[EmbeddingKey, Embedding] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -92,45 +99,63 @@ class EmbeddingCache:
     def _path(self, key: EmbeddingKey) -> Path | None:
         return None if self.directory is None else self.directory / key[0] / f"{key[1]}.npy"
 
-    def _remember(self, key: EmbeddingKey, embedding: np.ndarray) -> None:
-        self._memory[key] = embedding
-        self._memory.move_to_end(key)
-        while self.max_in_memory is not None and len(self._memory) > self.max_in_memory:
-            self._memory.popitem(last=False)
+    def _remember(self, key: EmbeddingKey, embedding: Embedding) -> None:
+        with self._lock:
+            self._memory[key] = embedding
+            self._memory.move_to_end(key)
+            while self.max_in_memory is not None and len(self._memory) > self.max_in_memory:
+                self._memory.popitem(last=False)
 
-    def get(self, key: EmbeddingKey) -> np.ndarray | None:
-        """The cached embedding (memory first, then disk) or None; counts a hit or a miss."""
-        embedding = self._memory.get(key)
+    def get(self, key: EmbeddingKey) -> Embedding | None:
+        """The cached embedding (memory first, then disk as numpy) or None; counts a hit or a miss."""
+        with self._lock:
+            embedding = self._memory.get(key)
         path = self._path(key)
         if embedding is None and path is not None and path.is_file():
             embedding = np.load(path)
-        if embedding is None:
-            self.misses += 1
-            return None
-        self.hits += 1
+        with self._lock:
+            if embedding is None:
+                self.misses += 1
+                return None
+            self.hits += 1
         self._remember(key, embedding)
         return embedding
 
-    def put(self, key: EmbeddingKey, embedding: np.ndarray) -> None:
-        """Store an embedding in memory and, with a directory, on disk (atomically)."""
-        embedding = np.ascontiguousarray(embedding, dtype=np.float32)
+    def put(self, key: EmbeddingKey, embedding: Embedding) -> None:
+        """Store a copy of an embedding in memory and, with a directory, on disk (atomically, its dtype)."""
+        embedding = embedding.clone() if isinstance(embedding, torch.Tensor) else np.array(embedding)
         self._remember(key, embedding)
         path = self._path(key)
         if path is not None and not path.is_file():
+            array = embedding.cpu().numpy() if isinstance(embedding, torch.Tensor) else embedding
             buffer = io.BytesIO()
-            np.save(buffer, embedding)
+            np.save(buffer, np.ascontiguousarray(array))
             atomic_write_bytes(path, buffer.getvalue())
 
     def __len__(self) -> int:
         return len(self._memory)
 
 
+@dataclass
+class _Batch:
+    """One batch of prompted slices made ready on the host (possibly in the prefetch thread)."""
+
+    index: list[int]  # positions in the caller's slice list
+    keys: list[EmbeddingKey]
+    found: list[Embedding | None]  # cached embeddings
+    pixels: torch.Tensor | None  # Bxhxwx3 uint8 resized slices still to encode (pinned on CUDA)
+
+
 class SamSegmenter:
     """Batched, cached SAM inference over 2D slices with one prompt set per slice.
 
-    ``batch_size`` slices go through ``sam.image_encoder`` in one forward; ``equalize`` applies the
-    public code's histogram equalisation in ``prepare_slice``; ``cache`` reuses embeddings, keyed by
-    ``model_tag`` (default: ``clisc.foundation.sam.model_tag(sam)``, a hash of the weights).
+    ``batch_size`` slices go through ``sam.image_encoder`` in one forward and through the prompt
+    encoder + mask decoder in one forward per prompt layout; ``equalize`` applies the public code's
+    histogram equalisation in ``prepare_slice``; ``cache`` reuses embeddings, keyed by
+    ``model_tag`` (default: ``clisc.foundation.sam.model_tag(sam)``, a hash of the weights, plus the
+    precision when it is not fp32). ``precision`` "bf16"/"fp16" autocasts the image encoder on CUDA
+    (the decoder stays fp32); on CUDA the next batch is prepared in a background thread and copied
+    through pinned memory while the current one runs.
     """
 
     def __init__(
@@ -141,72 +166,101 @@ class SamSegmenter:
         cache: EmbeddingCache | None = None,
         device: str | torch.device = "cpu",
         model_tag: str | None = None,
+        precision: str = "fp32",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_precision(precision, device, "sam.precision")
         self.sam = sam.to(device).eval()
         self.batch_size = batch_size
         self.equalize = equalize
         self.cache = cache
         self.device = torch.device(device)
+        self.precision = precision
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self._model_tag = model_tag
 
     @property
     def model_tag(self) -> str:
+        """Names the weights AND the encoder precision: half-precision embeddings are cached apart."""
         if self._model_tag is None:
             self._model_tag = sam_model_tag(self.sam)
-        return self._model_tag
+        return self._model_tag if self.precision == "fp32" else f"{self._model_tag}-{self.precision}"
 
-    @torch.inference_mode()
-    def _encode(self, resized: Sequence[np.ndarray]) -> torch.Tensor:
-        """Resized ``hxwx3`` uint8 images -> ``BxCxh'xw'`` embeddings, one image_encoder forward."""
-        batch = torch.stack([
-            self.sam.preprocess(torch.as_tensor(image, device=self.device).permute(2, 0, 1).contiguous())
-            for image in resized
-        ])
-        return self.sam.image_encoder(batch)
+    @property
+    def _storage_dtype(self) -> torch.dtype:
+        return torch.float32 if self.precision == "fp32" else torch.float16
 
-    def embed(self, prepared: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Embeddings ``Cxh'xw'`` of prepared ``HxWx3`` uint8 slices: cached ones looked up, all the
-        others encoded together in ONE forward (``segment_logits`` passes ``batch_size`` at a time)."""
+    def _prepare(self, prepared: list[np.ndarray], index: list[int]) -> _Batch:
+        """Host side of a batch of prepared ``HxWx3`` uint8 slices: cache lookups and the resized
+        pixels still to encode."""
         cache = self.cache
         keys = [EmbeddingCache.key(self.model_tag, p) for p in prepared] if cache is not None else []
-        found = [cache.get(k) for k in keys] if cache is not None else [None] * len(prepared)
-        embeddings = [None if e is None else torch.as_tensor(e, device=self.device) for e in found]
-        todo = [i for i, e in enumerate(embeddings) if e is None]
-        if todo:
-            encoded = self._encode([self.transform.apply_image(prepared[i]) for i in todo])
-            for i, embedding in zip(todo, encoded):
-                embeddings[i] = embedding
-                if cache is not None:
-                    cache.put(keys[i], embedding.cpu().numpy())
-        return embeddings  # type: ignore[return-value]
+        found = [cache.get(k) for k in keys] if cache is not None else [None] * len(index)
+        todo = [self.transform.apply_image(p) for p, e in zip(prepared, found) if e is None]
+        pixels = torch.from_numpy(np.stack(todo)) if todo else None
+        if pixels is not None and self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        return _Batch(index, keys, found, pixels)
+
+    def _prepare_slices(self, slices: Sequence[np.ndarray], index: list[int]) -> _Batch:
+        return self._prepare([prepare_slice(slices[i], self.equalize) for i in index], index)
 
     @torch.inference_mode()
-    def _decode(self, embedding: torch.Tensor, prompt: SamPrompt, original_size: tuple[int, int]
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Resized ``Bxhxwx3`` uint8 images -> ``BxCxh'xw'`` float32 embeddings, one encoder forward."""
+        batch = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        with autocast(self.device, self.precision):
+            embeddings = self.sam.image_encoder(self.sam.preprocess(batch))
+        return embeddings.to(self._storage_dtype).float()  # what the cache will hand back later
+
+    def _embeddings(self, batch: _Batch) -> list[torch.Tensor]:
+        """Embeddings ``Cxh'xw'`` (float32, on the device) of a prepared batch; new ones are cached."""
+        embeddings = [None if e is None else torch.as_tensor(e, device=self.device).float() for e in batch.found]
+        if batch.pixels is not None:
+            todo = [j for j, e in enumerate(embeddings) if e is None]
+            for j, embedding in zip(todo, self._encode(batch.pixels)):
+                embeddings[j] = embedding
+                if self.cache is not None:
+                    self.cache.put(batch.keys[j], embedding.to(self._storage_dtype))
+        return embeddings  # type: ignore[return-value]
+
+    def embed(self, prepared: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Embeddings ``Cxh'xw'`` of prepared same-shaped ``HxWx3`` uint8 slices: cached ones looked
+        up, all the others encoded together in ONE forward."""
+        return self._embeddings(self._prepare(list(prepared), list(range(len(prepared)))))
+
+    @torch.inference_mode()
+    def _decode(self, embeddings: torch.Tensor, prompts: Sequence[SamPrompt], original_size: tuple[int, int]
                 ) -> torch.Tensor:
-        """Mask logits ``HxW`` for one slice: prompt_encoder + mask_decoder (single mask) + postprocess."""
+        """Mask logits ``BxHxW`` of B slices sharing one prompt layout (same number of points, box or
+        not): ``embeddings`` ``BxCxh'xw'``; prompt encoder + mask decoder (single mask) + postprocess."""
         points = boxes = None
-        if prompt.has_points:
-            coords = self.transform.apply_coords(prompt.points, original_size)
-            points = (
-                torch.as_tensor(coords, dtype=torch.float, device=self.device)[None],
-                torch.as_tensor(prompt.point_labels, dtype=torch.int, device=self.device)[None],
-            )
-        if prompt.box is not None:
-            box = self.transform.apply_boxes(prompt.box, original_size)
+        if prompts[0].has_points:
+            coords = np.stack([self.transform.apply_coords(p.points, original_size) for p in prompts])
+            labels = np.stack([p.point_labels for p in prompts])
+            points = (torch.as_tensor(coords, dtype=torch.float, device=self.device),
+                      torch.as_tensor(labels, dtype=torch.int, device=self.device))
+        if prompts[0].box is not None:
+            box = self.transform.apply_boxes(np.stack([p.box for p in prompts]), original_size)
             boxes = torch.as_tensor(box, dtype=torch.float, device=self.device)
         sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-        low_res, _ = self.sam.mask_decoder(
-            image_embeddings=embedding[None],
-            image_pe=self.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        low_res = _predict_masks(self.sam.mask_decoder, embeddings, self.sam.prompt_encoder.get_dense_pe(),
+                                 sparse, dense)
         input_size = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
-        return self.sam.postprocess_masks(low_res, input_size, original_size)[0, 0]
+        return self.sam.postprocess_masks(low_res, input_size, original_size)[:, 0]
+
+    def _decode_batch(self, embeddings: list[torch.Tensor], prompts: Sequence[SamPrompt],
+                      original_size: tuple[int, int]) -> np.ndarray:
+        """Mask logits ``BxHxW`` float32 (host) of a batch, decoded one prompt layout at a time."""
+        layouts: dict[tuple[int, bool], list[int]] = {}
+        for j, prompt in enumerate(prompts):
+            layouts.setdefault((len(prompt.points), prompt.box is not None), []).append(j)
+        out = np.empty((len(prompts), *original_size), dtype=np.float32)
+        for group in layouts.values():
+            stacked = torch.stack([embeddings[j] for j in group])
+            out[group] = self._decode(stacked, [prompts[j] for j in group], original_size).float().cpu().numpy()
+        return out
 
     def segment_logits(self, slices: Sequence[np.ndarray], prompts: Sequence[SamPrompt | None]) -> np.ndarray:
         """SAM mask logits ``NxHxW`` float32 for ``N`` same-shaped ``HxW`` slices; -inf where no prompt."""
@@ -219,19 +273,41 @@ class SamSegmenter:
             raise ValueError("all slices must have the same HxW shape")
         logits = np.full((len(slices), *shape), -np.inf, dtype=np.float32)
         prompted = [i for i, p in enumerate(prompts) if p is not None]
-        batches = range(0, len(prompted), self.batch_size)
-        for start in tqdm(batches, desc="SAM", unit="batch", disable=None, leave=False):
-            chunk = prompted[start : start + self.batch_size]
-            embeddings = self.embed([prepare_slice(slices[i], self.equalize) for i in chunk])
-            for i, embedding in zip(chunk, embeddings):
-                logits[i] = self._decode(embedding, prompts[i], shape).cpu().numpy()  # type: ignore[arg-type]
+        chunks = [prompted[s:s + self.batch_size] for s in range(0, len(prompted), self.batch_size)]
+        for batch in tqdm(self._batches(slices, chunks), total=len(chunks), desc="SAM", unit="batch",
+                          disable=None, leave=False):
+            embeddings = self._embeddings(batch)
+            logits[batch.index] = self._decode_batch(embeddings, [prompts[i] for i in batch.index], shape)
         if self.cache is not None:
             logger.debug("embedding cache: %d hits, %d misses", self.cache.hits, self.cache.misses)
         return logits
 
+    def _batches(self, slices: Sequence[np.ndarray], chunks: list[list[int]]) -> Iterator[_Batch]:
+        """Prepared batches in order; on CUDA the next ones are prepared in a thread meanwhile."""
+        return prefetch((self._prepare_slices(slices, chunk) for chunk in chunks), self.device.type == "cuda")
+
     def segment(self, slices: Sequence[np.ndarray], prompts: Sequence[SamPrompt | None]) -> np.ndarray:
         """SAM masks ``NxHxW`` bool (logits > ``sam.mask_threshold``); empty where the prompt is None."""
         return self.segment_logits(slices, prompts) > self.sam.mask_threshold
+
+
+def _predict_masks(decoder: MaskDecoder, embeddings: torch.Tensor, image_pe: torch.Tensor,
+                   sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """Low-resolution mask logits ``Bx1xh''xw''`` (the single-mask output) of B images, each with its
+    own prompt set: segment_anything's ``MaskDecoder.predict_masks`` pairs ONE image with B prompt
+    sets (``repeat_interleave`` of the image embedding); this pairs ``embeddings[b]`` with
+    ``sparse[b]``/``dense[b]``, the same computation batched over slices."""
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
+    src = embeddings + dense
+    pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos_src, tokens)
+    mask_tokens_out = hs[:, 1:(1 + decoder.num_mask_tokens), :]
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = decoder.output_hypernetworks_mlps[0](mask_tokens_out[:, 0, :])[:, None]  # mask 0: single output
+    b, c, h, w = upscaled.shape
+    return (hyper_in @ upscaled.view(b, c, h * w)).view(b, 1, h, w)
 
 
 def segment_volume(

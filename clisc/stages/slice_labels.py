@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clisc.compute import autocast, check_precision
+
 logger = logging.getLogger(__name__)
 
 NORMAL_PROMPT = ("an image of brain tissue showing typical signal intensity without any regions of "
@@ -45,6 +47,7 @@ class SliceLabelSettings:
     z_smoothing: bool = False
     pil_truncation: bool = False
     batch_size: int = 32
+    precision: str = "fp32"  # CLIP image encoder autocast on CUDA: "fp32" | "bf16" | "fp16"
 
 
 def minmax_slices(slices: np.ndarray) -> np.ndarray:
@@ -81,11 +84,13 @@ def slices_for_clip(slices: np.ndarray, image_size: int, pil_truncation: bool = 
 def tumour_probability(clip: ClipLike, slices: np.ndarray, settings: SliceLabelSettings) -> np.ndarray:
     """P(tumour) per slice, ``N`` float32, for float slices ``NxHxW`` (softmax over the two prompts)."""
     text = clip.encode_text([NORMAL_PROMPT, TUMOUR_PROMPT])  # 2xD
+    check_precision(settings.precision, text.device, "slice_labels.precision")
     probs = []
     for start in range(0, len(slices), settings.batch_size):
         batch = slices_for_clip(slices[start:start + settings.batch_size], clip.image_size,
                                 settings.pil_truncation)
-        features = clip.encode_images(batch.to(text.device, text.dtype))  # BxD
+        with autocast(text.device, settings.precision):
+            features = clip.encode_images(batch.to(text.device, text.dtype)).to(text.dtype)  # BxD
         logits = float(clip.logit_scale) * features @ text.T  # Bx2
         probs.append(logits.softmax(dim=-1)[:, 1].float().cpu().numpy())
     return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)

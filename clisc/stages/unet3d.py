@@ -10,9 +10,11 @@ Volumes are ``XxYxZ`` numpy arrays (images float32, labels uint8 0/1); torch bat
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +26,11 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet
 from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialPadd
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from clisc.cache import atomic_write_bytes, stable_hash
+from clisc.compute import as_channels_last, autocast, channels_last, check_precision, grad_scaler
 from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
 from clisc.stages.unet_official import OfficialUNet3D
@@ -54,6 +58,9 @@ class UNetSettings:
     inference: str = "sliding"  # "sliding" | "resize" (the code's whole-volume resize)
     sw_overlap: float = 0.5
     select_on_gt_validation: bool = False  # official: keep the epoch with the best validation Dice
+    precision: str = "fp32"  # CUDA autocast of training and inference: "fp32" | "bf16" | "fp16" (+ GradScaler)
+    channels_last: bool = False  # NDHWC model and batches (channels_last_3d)
+    loader_workers: int | None = None  # processes loading + augmenting volumes; None: 0 on CPU, up to 4 on CUDA
 
 
 def build_unet(settings: UNetSettings) -> nn.Module:
@@ -119,30 +126,75 @@ def _batch_order(n_volumes: int, steps: int, batch_size: int, seed: int) -> np.n
     return order[:needed].reshape(steps, batch_size)
 
 
-def _load_batch(transform: Compose, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented patches: images ``Bx1xPxPxP`` float32 and labels ``BxPxPxP`` int64."""
-    samples = [transform({"image": np.asarray(images[i], np.float32)[None],
-                          "label": np.asarray(labels[i], np.uint8)[None]}) for i in indices]
-    image_batch = torch.stack([torch.as_tensor(np.asarray(s["image"]), dtype=torch.float32) for s in samples])
-    label_batch = torch.stack([torch.as_tensor(np.asarray(s["label"]), dtype=torch.int64)[0] for s in samples])
-    return image_batch.to(device), label_batch.to(device)
+class PatchDataset(Dataset):
+    """Augmented training patches for epochs ``first_epoch .. settings.epochs - 1``, in training order.
+
+    Item ``k`` is slot ``k % batch_size`` of step ``k // batch_size`` (steps run on across epochs):
+    the volume :func:`_batch_order` puts there, loaded on access from ``images``/``labels`` (any
+    sequences, e.g. volumes read lazily from the preprocessed cache), padded, cropped, rotated and
+    flipped by :func:`training_transform` seeded with (epoch seed, step, slot). An item depends on
+    nothing else, so any number of DataLoader workers gives the same batches. Returns an image
+    ``1xPxPxP`` float32 and a label ``PxPxP`` int64.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], settings: UNetSettings,
+                 seed: int, steps: int, first_epoch: int = 0):
+        self.images, self.labels, self.settings = images, labels, settings
+        self.seed, self.steps, self.first_epoch = seed, steps, first_epoch
+        self.transform = training_transform(settings.patch_size)
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, steps x batch volume indices)
+
+    def __len__(self) -> int:
+        return (self.settings.epochs - self.first_epoch) * self.steps * self.settings.batch_size
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size = self.settings.batch_size
+        step, slot = divmod(int(k), batch_size)
+        epoch, step = self.first_epoch + step // self.steps, step % self.steps
+        epoch_seed = _epoch_seed(self.seed, epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, _batch_order(len(self.images), self.steps, batch_size, epoch_seed))
+        i = int(self._order[1][step, slot])
+        self.transform.set_random_state(seed=int(np.random.SeedSequence([epoch_seed, step, slot]).generate_state(1)[0]))
+        sample = self.transform({"image": np.asarray(self.images[i], np.float32)[None],
+                                 "label": np.asarray(self.labels[i], np.uint8)[None]})
+        return (torch.as_tensor(np.asarray(sample["image"]), dtype=torch.float32),
+                torch.as_tensor(np.asarray(sample["label"]), dtype=torch.int64)[0])
+
+
+def loader_workers(settings: UNetSettings, device: str | torch.device) -> int:
+    """``settings.loader_workers``, or when None: 0 on a CPU (the CPU trains), else up to 4 of the
+    host's cores (volumes are decompressed, cropped and augmented while the GPU trains)."""
+    if settings.loader_workers is not None:
+        return settings.loader_workers
+    return 0 if torch.device(device).type != "cuda" else max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _patch_loader(dataset: PatchDataset, settings: UNetSettings, device: torch.device) -> DataLoader:
+    workers = loader_workers(settings, device)
+    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
 
 
 def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], settings: UNetSettings,
                  seed: int, with_validation: bool) -> str:
-    """Identifies a training run, so that a checkpoint is only resumed by the same run."""
-    content = [(tuple(img.shape), float(np.asarray(img, np.float64).sum()), int((np.asarray(lab) > 0).sum()))
-               for img, lab in zip(images, labels)]
-    return stable_hash({"settings": settings, "seed": seed, "data": content, "validation": with_validation})
-
-
-def _validate(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
+    """Checks the pairs (equal ``XxYxZ`` shapes, at least one) in one pass, loading each volume once,
+    and returns what identifies a training run, so that a checkpoint is only resumed by the same run."""
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
-    for i, (img, lab) in enumerate(zip(images, labels)):
-        if np.shape(img) != np.shape(lab) or np.ndim(img) != 3:
-            raise ValueError(f"volume {i}: image {np.shape(img)} and label {np.shape(lab)} must be equal XxYxZ")
+    content = []
+    for i in range(len(images)):
+        img, lab = np.asarray(images[i]), np.asarray(labels[i])
+        if img.shape != lab.shape or img.ndim != 3:
+            raise ValueError(f"volume {i}: image {img.shape} and label {lab.shape} must be equal XxYxZ")
+        content.append((tuple(img.shape), float(img.astype(np.float64).sum()), int((lab > 0).sum())))
+    return stable_hash({"settings": _result_settings(settings), "seed": seed, "data": content,
+                        "validation": with_validation})
+
+
+def _result_settings(settings: UNetSettings) -> UNetSettings:
+    """The settings without the loader workers, which do not change the result."""
+    return dataclasses.replace(settings, loader_workers=None)
 
 
 def _check_patch(settings: UNetSettings) -> None:
@@ -173,45 +225,48 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
     every epoch and training resumes from them when present. ``on_epoch_end(epoch, mean_loss)``
     (epochs count from 1) is called after that save.
     """
-    _validate(images, labels)
     _check_patch(settings)
     device = torch.device(device)
+    check_precision(settings.precision, device, "unet.precision")
     select = settings.select_on_gt_validation and val is not None
+    fingerprint = _fingerprint(images, labels, settings, seed, select)
     if select:
-        _validate(*val)
+        _fingerprint(*val, settings, seed, False)
     steps = settings.iterations_per_epoch or math.ceil(len(images) / settings.batch_size)
     max_iterations = settings.epochs * steps
-    transform = training_transform(settings.patch_size)
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        model = build_unet(settings).to(device)
+        model = channels_last(build_unet(settings).to(device), settings.channels_last, dims=3)
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                     weight_decay=settings.weight_decay)
+        scaler = grad_scaler(device, settings.precision)
         state = {"epoch": 0, "best_dice": -1.0, "best_model": None}
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        fingerprint = _fingerprint(images, labels, settings, seed, select)
         if checkpoint is not None and checkpoint.exists():
-            state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, device)
+            state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, device)
             log.info("resuming U-Net training from %s after epoch %d", checkpoint, state["epoch"])
         loss_fn = nn.CrossEntropyLoss()
+        batches = iter(_patch_loader(PatchDataset(images, labels, settings, seed, steps, state["epoch"]),
+                                     settings, device))
         epochs = tqdm(range(state["epoch"], settings.epochs), desc="3D U-Net", disable=not progress,
                       initial=state["epoch"], total=settings.epochs)
         for epoch in epochs:
             model.train()
-            epoch_seed = _epoch_seed(seed, epoch)
-            torch.manual_seed(epoch_seed)
-            transform.set_random_state(seed=epoch_seed)
+            torch.manual_seed(_epoch_seed(seed, epoch))
             losses = []
-            for step, batch in enumerate(_batch_order(len(images), steps, settings.batch_size, epoch_seed)):
+            for step in range(steps):
                 lr = settings.lr * (1.0 - (epoch * steps + step) / max_iterations) ** settings.poly_power
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                image_batch, label_batch = _load_batch(transform, images, labels, batch, device)
-                loss = loss_fn(model(image_batch), label_batch)
+                image_batch, label_batch = next(batches)
+                image_batch = as_channels_last(image_batch.to(device, non_blocking=True), settings.channels_last)
+                with autocast(device, settings.precision):
+                    loss = loss_fn(model(image_batch), label_batch.to(device, non_blocking=True))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 losses.append(float(loss.detach()))
             mean_loss = float(np.mean(losses))
             state["epoch"] = epoch + 1
@@ -226,7 +281,7 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
                 log.info("epoch %d: loss %.4f", epoch + 1, mean_loss)
             epochs.set_postfix(loss=f"{mean_loss:.4f}")
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, fingerprint, model, optimizer, state)
+                _save_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, state)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, mean_loss)
     if select and state["best_model"] is not None:
@@ -235,18 +290,18 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
 
 
 def _save_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     state: dict) -> None:
-    """Write model, optimiser and progress so that a reader sees the old or the whole new file."""
+                     scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Write model, optimiser, loss scale and progress so that a reader sees the old or the whole new file."""
     buffer = io.BytesIO()
     torch.save({"fingerprint": fingerprint, "epoch": state["epoch"], "best_dice": state["best_dice"],
                 "best_model": state["best_model"], "model": model.state_dict(),
-                "optimizer": optimizer.state_dict()}, buffer)
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     device: torch.device) -> dict:
-    """Restore model and optimiser from ``path``; the run's progress is returned."""
+                     scaler: torch.amp.GradScaler, device: torch.device) -> dict:
+    """Restore model, optimiser and loss scale from ``path``; the run's progress is returned."""
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated or foreign file: the user must remove it
@@ -256,6 +311,8 @@ def _load_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: 
                               "delete it or use another checkpoint_dir")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
     return {"epoch": int(saved["epoch"]), "best_dice": float(saved["best_dice"]), "best_model": saved["best_model"]}
 
 
@@ -270,19 +327,25 @@ def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
     map back to the image's shape.
     """
     device = torch.device(device)
+    check_precision(settings.precision, device, "unet.precision")
     was_training = model.training
     model.eval()
     image = np.asarray(image, dtype=np.float32)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with autocast(device, settings.precision):
+            return model(as_channels_last(batch, settings.channels_last)).float()
+
     with torch.no_grad():
         if settings.inference == "sliding":
             tensor = torch.from_numpy(image)[None, None].to(device)
             logits = sliding_window_inference(tensor, roi_size=settings.patch_size, sw_batch_size=settings.batch_size,
-                                              predictor=model, overlap=settings.sw_overlap, mode="gaussian")
+                                              predictor=forward, overlap=settings.sw_overlap, mode="gaussian")
             prediction = torch.as_tensor(logits).argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
         elif settings.inference == "resize":
             factors = [p / s for p, s in zip(settings.patch_size, image.shape)]
             small = ndi.zoom(image, factors, order=0)
-            logits = model(torch.from_numpy(small)[None, None].to(device))
+            logits = forward(torch.from_numpy(small)[None, None].to(device))
             small_labels = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
             back = [s / p for s, p in zip(image.shape, small_labels.shape)]
             prediction = ndi.zoom(small_labels, back, order=0)

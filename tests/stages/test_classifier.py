@@ -128,3 +128,37 @@ def test_tiny_resnet_with_the_official_head() -> None:
                      progress=False)
     p = predict_tumour_prob(model, images, batch_size=4)
     assert p.shape == (8,) and np.all((p >= 0) & (p <= 1))
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_is_refused_on_cpu(precision: str) -> None:
+    from clisc.errors import CliscError
+
+    images, labels = bright_square_data(8, seed=7)
+    with pytest.raises(CliscError, match=f"classifier.precision={precision} needs a CUDA device"):
+        train_classifier(TinyNet(), images, labels, fast(precision=precision), seed=0, progress=False)
+
+
+def test_channels_last_on_cpu_trains_to_the_same_weights() -> None:
+    images, labels = bright_square_data(16, seed=8)
+    plain = train_classifier(TinyNet(), images, labels, fast(), seed=0, progress=False).state_dict()
+    model = train_classifier(TinyNet(), images, labels, fast(channels_last=True), seed=0, progress=False)
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("cl", [False, True])
+def test_cuda_training_learns_in_every_precision(precision: str, cl: bool) -> None:
+    images, labels = bright_square_data(32, seed=0)
+    model = TinyNet().cuda()
+    settings = fast(epochs=25, precision=precision, channels_last=cl)
+    model = train_classifier(model, images.half(), labels, settings, seed=0, progress=False)
+    assert next(model.parameters()).is_cuda and next(model.parameters()).dtype == torch.float32
+    p = predict_tumour_prob(model, images, batch_size=16)
+    assert np.mean((p > 0.5) == labels.astype(bool)) >= 0.9

@@ -8,6 +8,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
+from clisc.errors import CliscError
 from clisc.foundation.sam import load_sam
 from clisc.stages.prompts import PROMPT_VARIANTS, PromptSettings, SamPrompt, prompts_from_mask
 from clisc.stages.pseudo_labels import (
@@ -154,3 +155,81 @@ def test_segment_volume_prompts_each_axial_slice(tiny_sam, encoder_batches: list
     expected = segmenter.segment(slices, [prompts_from_mask(m, PromptSettings()) for m in masks])
     np.testing.assert_array_equal(np.moveaxis(volume[:, :, [0, 2, 3]], -1, 0), expected)
     assert encoder_batches == [3, 3]
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _predictor_logits(sam, image_slice: np.ndarray, prompt: SamPrompt) -> np.ndarray:
+    predictor = SamPredictor(sam)
+    predictor.set_image(prepare_slice(image_slice))
+    logits, _, _ = predictor.predict(point_coords=prompt.points if prompt.has_points else None,
+                                     point_labels=prompt.point_labels if prompt.has_points else None,
+                                     box=prompt.box, multimask_output=False, return_logits=True)
+    return logits[0]
+
+
+def test_one_batch_mixing_prompt_layouts_equals_sam_predictor(tiny_sam, encoder_batches: list[int]) -> None:
+    slices, masks = slices_and_masks(6, seed=5)
+    variants = ["box", "points", "box+points", "box", "points", "box+points"]
+    prompts = [prompts_from_mask(m, PromptSettings(v)) for m, v in zip(masks, variants)]
+    logits = SamSegmenter(tiny_sam, batch_size=6).segment_logits(slices, prompts)
+    assert encoder_batches == [6]
+    for image_slice, prompt, ours in zip(slices, prompts, logits):
+        np.testing.assert_allclose(ours, _predictor_logits(tiny_sam, image_slice, prompt), atol=1e-4)
+
+
+def test_every_prompt_variant_shares_one_encoder_pass_per_slice(tiny_sam, encoder_batches: list[int]) -> None:
+    """Table 2's SAM rows, S3F and SAM-with-ground-truth prompts: one encoding per slice in all."""
+    slices, masks = slices_and_masks(4, seed=6)
+    segmenter = SamSegmenter(tiny_sam, batch_size=4, cache=EmbeddingCache(max_in_memory=64))
+    for variant in ("box+points", "points", "box", "official"):
+        segmenter.segment(slices, [prompts_from_mask(m, PromptSettings(variant), image=s)
+                                   for m, s in zip(masks, slices)])
+    segmenter.segment(slices, [prompts_from_mask(m, PromptSettings("box+points", box_dilation=3)) for m in masks])
+    assert encoder_batches == [4]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_is_refused_on_cpu(tiny_sam, precision: str) -> None:
+    with pytest.raises(CliscError, match=f"sam.precision={precision} needs a CUDA device"):
+        SamSegmenter(tiny_sam, precision=precision)
+
+
+def test_model_tag_names_the_precision(tiny_sam) -> None:
+    assert SamSegmenter(tiny_sam, model_tag="vit_b-abc").model_tag == "vit_b-abc"
+    segmenter = SamSegmenter(tiny_sam, model_tag="vit_b-abc")
+    segmenter.precision = "bf16"  # as built on CUDA; embeddings of another precision are cached apart
+    assert segmenter.model_tag == "vit_b-abc-bf16"
+
+
+@CUDA
+def test_cuda_segmenter_with_prefetch_equals_the_cpu_one(tiny_sam, tmp_path: Path) -> None:
+    slices, masks = slices_and_masks(9, seed=7)
+    prompts = [prompts_from_mask(m, PromptSettings()) for m in masks]
+    on_cpu = SamSegmenter(tiny_sam, batch_size=2).segment_logits(slices, prompts)
+    cuda_sam = load_sam("tiny", "random")[0]
+    cuda_sam.load_state_dict(tiny_sam.state_dict())
+    segmenter = SamSegmenter(cuda_sam, batch_size=2, device="cuda", cache=EmbeddingCache(tmp_path))
+    on_cuda = segmenter.segment_logits(slices, prompts)  # 5 batches: the prefetch thread runs ahead
+    np.testing.assert_allclose(on_cuda, on_cpu, atol=1e-3)
+    again = segmenter.segment_logits(slices, prompts)  # from the memory cache, tensors on the GPU
+    np.testing.assert_array_equal(again, on_cuda)
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_half_precision_encoder_stores_float16_embeddings(tiny_sam, precision: str, tmp_path: Path) -> None:
+    slices, masks = slices_and_masks(4, seed=8)
+    prompts = [prompts_from_mask(m, PromptSettings()) for m in masks]
+    cuda_sam = load_sam("tiny", "random")[0]
+    cuda_sam.load_state_dict(tiny_sam.state_dict())
+    reference = SamSegmenter(cuda_sam, device="cuda").segment_logits(slices, prompts)
+    half = SamSegmenter(cuda_sam, device="cuda", precision=precision, cache=EmbeddingCache(tmp_path))
+    logits = half.segment_logits(slices, prompts)
+    files = list(tmp_path.glob(f"*-{precision}/*.npy"))
+    assert len(files) == 4 and all(np.load(f).dtype == np.float16 for f in files)
+    agree = ((logits > 0) == (reference > 0)).mean()
+    assert agree > 0.95, agree
+    later = SamSegmenter(cuda_sam, device="cuda", precision=precision, cache=EmbeddingCache(tmp_path))
+    np.testing.assert_array_equal(later.segment_logits(slices, prompts), logits)

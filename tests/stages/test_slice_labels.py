@@ -148,3 +148,26 @@ def test_tiny_open_clip_end_to_end() -> None:
     assert p.shape == (4,) and np.all((p > 0) & (p < 1))
     labels = label_volume(clip, volume, SliceLabelSettings(pil_truncation=True))
     assert labels.shape == (4,) and set(labels.tolist()) <= {0, 1}
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_is_refused_on_cpu(precision: str) -> None:
+    from clisc.errors import CliscError
+
+    with pytest.raises(CliscError, match=f"slice_labels.precision={precision} needs a CUDA device"):
+        tumour_probability(FakeClip(), np.zeros((2, 8, 8), np.float32), SliceLabelSettings(precision=precision))
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_half_precision_clip_stays_close_to_fp32(precision: str) -> None:
+    from clisc.foundation.clip import load_clip
+
+    clip = load_clip("tiny", "random", device="cuda")
+    slices = np.random.default_rng(2).normal(size=(6, 40, 36)).astype(np.float32)
+    reference = tumour_probability(clip, slices, SliceLabelSettings())
+    half = tumour_probability(clip, slices, SliceLabelSettings(precision=precision))
+    assert half.dtype == np.float32 and np.abs(half - reference).max() < 0.02

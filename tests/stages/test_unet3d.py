@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from clisc.errors import DataError
+from clisc.errors import CliscError, DataError
 from clisc.stages import unet3d
 from clisc.stages.unet3d import (CHECKPOINT_NAME, UNetSettings, build_unet, keep_largest_component,
                                  predict_volume, train_unet, training_transform)
@@ -207,3 +207,81 @@ def test_monai_network_first_level_works_at_full_resolution():
         hook.remove()
     assert sizes == [(4, 16, 16, 16), (8, 8, 8, 8), (16, 4, 4, 4), (32, 2, 2, 2)]
     assert tuple(out.shape) == (1, 2, 16, 16, 16)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_patch_items_depend_only_on_their_position():
+    images, labels = tiny_data()
+    dataset = unet3d.PatchDataset(images, labels, TINY, seed=3, steps=2)
+    assert len(dataset) == TINY.epochs * 2 * TINY.batch_size
+    backwards = [dataset[k] for k in reversed(range(len(dataset)))][::-1]
+    fresh = unet3d.PatchDataset(images, labels, TINY, seed=3, steps=2)
+    resumed = unet3d.PatchDataset(images, labels, TINY, seed=3, steps=2, first_epoch=1)
+    for k in range(len(dataset)):
+        for a, b in zip(backwards[k], fresh[k]):
+            assert torch.equal(a, b)
+    for k in range(len(resumed)):
+        assert torch.equal(resumed[k][0], fresh[k + 2 * TINY.batch_size][0])
+
+
+@pytest.mark.slow
+def test_loader_workers_do_not_change_the_result():
+    images, labels = tiny_data()
+    inline = train_unet(images, labels, dataclasses.replace(TINY, loader_workers=0), seed=4, progress=False)
+    workers = train_unet(images, labels, dataclasses.replace(TINY, loader_workers=2), seed=4, progress=False)
+    assert_same_weights(inline, workers)
+
+
+def test_training_reads_volumes_on_demand():
+    images, labels = tiny_data()
+    reads: list[int] = []
+
+    class Recording(list):
+        def __getitem__(self, i):
+            reads.append(i)
+            return super().__getitem__(i)
+
+    model = train_unet(Recording(images), labels, dataclasses.replace(TINY, epochs=1), seed=0, progress=False)
+    assert_same_weights(model, train_unet(images, labels, dataclasses.replace(TINY, epochs=1), seed=0, progress=False))
+    assert sorted(set(reads)) == [0, 1, 2] and len(reads) == 3 + 2 * TINY.batch_size  # a check pass + 2 steps
+
+
+def test_loader_workers_default_by_device():
+    assert unet3d.loader_workers(TINY, "cpu") == 0
+    assert unet3d.loader_workers(dataclasses.replace(TINY, loader_workers=3), "cpu") == 3
+    assert 1 <= unet3d.loader_workers(TINY, "cuda") <= 4
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_is_refused_on_cpu(precision):
+    images, labels = tiny_data()
+    settings = dataclasses.replace(TINY, precision=precision)
+    with pytest.raises(CliscError, match=f"unet.precision={precision} needs a CUDA device"):
+        train_unet(images, labels, settings, seed=0, progress=False)
+    with pytest.raises(CliscError, match="needs a CUDA device"):
+        predict_volume(SignOfImage(), images[0], settings)
+
+
+def test_channels_last_on_cpu_trains_to_the_same_weights():
+    images, labels = tiny_data()
+    plain = train_unet(images, labels, TINY, seed=2, progress=False)
+    cl = train_unet(images, labels, dataclasses.replace(TINY, channels_last=True), seed=2, progress=False)
+    for (name, a), b in zip(state_of(plain).items(), state_of(cl).values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("cl", [False, True])
+def test_cuda_training_and_inference(precision, cl, tmp_path):
+    images, labels = tiny_data()
+    settings = dataclasses.replace(TINY, precision=precision, channels_last=cl, epochs=2, loader_workers=1)
+    model = train_unet(images, labels, settings, seed=0, device="cuda", progress=False, checkpoint_dir=tmp_path)
+    assert next(model.parameters()).is_cuda and next(model.parameters()).dtype == torch.float32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert bool(saved["scaler"]) == (precision == "fp16")  # the loss scale is checkpointed for fp16
+    prediction = predict_volume(model, images[0], settings, "cuda")
+    assert prediction.shape == images[0].shape and prediction.dtype == np.uint8
