@@ -7,7 +7,8 @@ from pathlib import Path
 
 from clisc.data.check import check_dataset
 from clisc.data.discovery import dataset_fingerprint, discover_cases
-from clisc.data.preprocessing import MODES, PreprocessedStore, PreprocessSettings, load_volumes
+from clisc.data.lazy import LazyVolumes
+from clisc.data.preprocessing import MODES, PreprocessedStore, PreprocessSettings
 from clisc.data.split import (SPLITS, check_split_matches, import_public_split, load_or_create_split,
                               write_split_csv)
 
@@ -49,8 +50,9 @@ def _preprocess(args: argparse.Namespace) -> int:
     settings = PreprocessSettings(mode=args.mode, target_spacing=args.target_spacing)
     cases = discover_cases(args.dir)
     start = time.perf_counter()
-    load_volumes(cases, settings, args.cache, progress=True)
-    where = PreprocessedStore(args.cache, settings).directory
+    store = PreprocessedStore(args.cache, settings)
+    LazyVolumes(cases, store, progress=True)  # fills the cache one case at a time, keeps none in memory
+    where = store.directory
     print(f"preprocessed {len(cases)} cases in {time.perf_counter() - start:.1f} s: {where}")
     return 0
 

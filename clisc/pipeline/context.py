@@ -19,8 +19,10 @@ import numpy as np
 
 from clisc import __version__
 from clisc.cache import StageCache, stable_hash, stage_key
+from clisc.compute import check_compute
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
-from clisc.data.preprocessing import Volume, load_volumes
+from clisc.data.lazy import LazyVolumes
+from clisc.data.preprocessing import PreprocessedStore
 from clisc.data.split import SPLITS, load_or_create_split
 from clisc.pipeline.settings import Settings
 
@@ -53,6 +55,7 @@ class RunContext:
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
         self.cache_root = Path(self.cache_root)
+        check_compute(self.settings, self.device)
         self.cache = StageCache(self.cache_root)
         self.cache.clean_partial()
         self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root)}
@@ -66,14 +69,16 @@ class RunContext:
         split, self.split_path = load_or_create_split(self.data_root, seed, path)
         return split
 
-    def volumes(self, split: str) -> list[Volume]:
-        """Preprocessed volumes of one split (``train``, ``valid`` or ``test``), in split order."""
+    def volumes(self, split: str) -> LazyVolumes:
+        """Preprocessed volumes of one split (``train``, ``valid`` or ``test``), in split order, read
+        from the preprocessed cache on access (memory does not grow with the number of cases)."""
         assert split in SPLITS, split
         memo = ("volumes", split)
         if memo not in self._memo:
             start = time.perf_counter()
             cases = [self.cases[c] for c in self.split[split]]
-            self._memo[memo] = load_volumes(cases, self.settings.preprocess, self.cache_root, self.progress)
+            store = PreprocessedStore(self.cache_root, self.settings.preprocess)
+            self._memo[memo] = LazyVolumes(cases, store, progress=self.progress)
             self._note(f"volumes_{split}", "ready", time.perf_counter() - start)
         return self._memo[memo]
 

@@ -41,7 +41,7 @@ Output = Callable[[RunContext, str], tuple[str, dict[str, np.ndarray]]]
 def _rois(which: str) -> Output:
     def output(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
         key, rois = cam_rois(ctx, split, which)
-        return key, {case: r["roi"] for case, r in rois.items()}
+        return key, rois.view("roi")
 
     return output
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clisc.data.lazy import NpzFolder
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
@@ -197,9 +198,12 @@ def cam_threshold(ctx: RunContext, which: str) -> float:
 
     def compute(out: Path) -> None:
         gates = _gates(ctx, "valid", model)
-        cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in ctx.volumes("valid")]
-        scores = [float(np.mean([dice(_roi(c, t, s.cam.postprocess), gt) for c, gt in cams]))
-                  for t in CAM_THRESHOLD_GRID]
+        volumes = ctx.volumes("valid")
+        totals = np.zeros(len(CAM_THRESHOLD_GRID))
+        for v in volumes:  # one volume's CAMs in memory at a time
+            cams = _volume_cams(ctx, model, v, gates[v.case_id])
+            totals += [dice(_roi(cams, t, s.cam.postprocess), v.label) for t in CAM_THRESHOLD_GRID]
+        scores = [float(total / len(volumes)) for total in totals]
         best = float(CAM_THRESHOLD_GRID[int(np.argmax(scores))])
         (out / "threshold.json").write_text(json.dumps({"threshold": best, "grid_dice": scores}))
 
@@ -223,8 +227,8 @@ def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, dic
             roi = _roi(cams, threshold, s.cam.postprocess).astype(np.uint8)
             save_arrays(out / f"{volume.case_id}.npz", {"cam": cams.astype(np.float16), "roi": roi})
 
-    def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
-        return {p.stem: load_arrays(p) for p in sorted(path.glob("*.npz"))}
+    def load(path: Path) -> NpzFolder:  # read on access: memory does not grow with cases
+        return NpzFolder(path)
 
     settings = {"split": split, "cam": dataclasses.replace(s.cam, threshold=threshold), "gt": s.gt}
     inputs = [model_key, ctx.volumes_key] + ([clip_labels(ctx)[0]] if split == "train" else [])

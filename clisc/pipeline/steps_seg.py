@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clisc.data.lazy import MappedSequence, NpzFolder
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import load_sam_cached, sam_arch
@@ -49,7 +50,8 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
         directory = ctx.cache_root / "sam_embeddings" if s.sam.embedding_cache == "disk" else None
         cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
         tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
-        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag)
+        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag,
+                                       precision=s.sam.precision)
     return ctx._memo[memo]
 
 
@@ -73,8 +75,8 @@ def _per_case_stage(
                 (work / f"{volume.case_id}.tmp.npz").replace(part)
             shutil.copyfile(part, out / part.name)
 
-    def load(path: Path) -> dict[str, np.ndarray]:
-        return {p.stem: load_arrays(p)["mask"] for p in sorted(path.glob("*.npz"))}
+    def load(path: Path) -> NpzFolder:  # masks read on access: memory does not grow with cases
+        return NpzFolder(path, "mask")
 
     return ctx.stage(name, settings, inputs, compute, load)
 
@@ -111,26 +113,31 @@ def _unet_settings(ctx: RunContext):
     return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=ctx.settings.gt.select_checkpoints_on_gt)
 
 
+def _unet_key_settings(ctx: RunContext):
+    """The U-Net settings that key a trained network: the loader workers do not change it."""
+    return dataclasses.replace(_unet_settings(ctx), loader_workers=None)
+
+
 def train_network(
     ctx: RunContext, name: str, inputs: list[str], targets: Callable[[], dict[str, np.ndarray]]
 ) -> tuple[str, torch.nn.Module]:
     """A 3D U-Net trained on ``targets()`` (case id -> ``XxYxZ`` mask over training volumes)."""
     us = _unet_settings(ctx)
-    settings = {"unet": us, "seed": ctx.seed}
+    settings = {"unet": _unet_key_settings(ctx), "seed": ctx.seed}
     key = ctx.key(name, settings, inputs)
 
     def compute(out: Path) -> None:
         labels = targets()
-        train = [v for v in ctx.volumes("train") if v.case_id in labels]
+        ids = [case_id for case_id in ctx.volumes("train").case_ids if case_id in labels]
         val = None
         if us.select_on_gt_validation:
-            val = ([v.image for v in ctx.volumes("valid")], [v.label for v in ctx.volumes("valid")])
-        model = train_unet(
-            [v.image for v in train], [labels[v.case_id] for v in train], us, seed=ctx.seed,
-            device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
+            val = (ctx.volumes("valid").images(), ctx.volumes("valid").labels())
+        model = train_unet(  # volumes and labels are read on demand (DataLoader workers on CUDA)
+            ctx.volumes("train").select(ids).images(), MappedSequence(ids, labels.__getitem__), us,
+            seed=ctx.seed, device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
         )
         torch.save(model.state_dict(), out / "model.pt")
-        (out / "cases.json").write_text(json.dumps([v.case_id for v in train]))
+        (out / "cases.json").write_text(json.dumps(ids))
 
     def load(path: Path) -> torch.nn.Module:
         model = build_unet(us)
@@ -147,7 +154,8 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
     def run(volume: Volume) -> np.ndarray:
         return predict_volume(model, volume.image, us, ctx.device)
 
-    settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap}
+    settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap, "precision": us.precision,
+                "channels_last": us.channels_last}
     return _per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
@@ -166,17 +174,19 @@ def s3f(ctx: RunContext) -> tuple[str, dict]:
     prompts = PromptSettings(s.prompts.variant, s.s3f.box_dilation)
     volumes = ctx.volumes("train")
 
-    def compute(out: Path) -> None:
+    def compute(out: Path) -> None:  # per-case masks go straight to disk: memory does not grow with cases
         result = s3f_round(
-            [v.case_id for v in volumes], [v.image for v in volumes], [preds[v.case_id] for v in volumes],
+            volumes.case_ids, volumes.images(), MappedSequence(volumes.case_ids, preds.__getitem__),
             lambda image, pred: sam_in_brain(image, pred.astype(bool), prompts, sam), s.s3f,
+            store={"sam": NpzFolder(out / "sam", "mask"), "network": NpzFolder(out / "network", "mask")},
         )
-        (out / "similarity.json").write_text(json.dumps({"similarity": result.similarities, "kept": result.kept}))
-        save_arrays(out / "targets.npz", {k: v.astype(np.uint8) for k, v in result.targets.items()})
+        source = "sam" if s.s3f.round2_targets == "sam" else "network"
+        (out / "similarity.json").write_text(json.dumps({"similarity": result.similarities, "kept": result.kept,
+                                                         "targets": source}))
 
     def load(path: Path) -> dict:
         info = json.loads((path / "similarity.json").read_text())
-        return {**info, "targets": load_arrays(path / "targets.npz")}
+        return {**info, "targets": NpzFolder(path / info["targets"], "mask", keys=info["kept"])}
 
     settings = {"s3f": s.s3f, "prompts": prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
     return ctx.stage("s3f", settings, [preds_key], compute, load)
@@ -189,6 +199,4 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 
 def fully_supervised(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     """Reference row: the same network and schedule trained on the ground-truth masks."""
-    return train_network(
-        ctx, "unet_supervised", [ctx.volumes_key], lambda: {v.case_id: v.label for v in ctx.volumes("train")}
-    )
+    return train_network(ctx, "unet_supervised", [ctx.volumes_key], lambda: ctx.volumes("train").labels_by_id())

@@ -12,12 +12,13 @@ Volumes are ``XxYxZ`` numpy arrays; masks ``bool`` or ``uint8`` (0/1).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
+from clisc.data.lazy import LazyMapping
 from clisc.evaluation.metrics import dice
 from clisc.stages.unet3d import keep_largest_component
 
@@ -50,8 +51,8 @@ class S3FResult:
 
     similarities: dict[str, float]
     kept: list[str]
-    sam_masks: dict[str, np.ndarray]
-    targets: dict[str, np.ndarray]
+    sam_masks: Mapping[str, np.ndarray]
+    targets: Mapping[str, np.ndarray]
     empty_predictions: list[str]
 
 
@@ -83,7 +84,8 @@ def select_by_percentile(similarities: Mapping[str, float], beta: float) -> list
 
 
 def s3f_round(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-              segment_volume: SegmentVolume, settings: S3FSettings, progress: bool = True) -> S3FResult:
+              segment_volume: SegmentVolume, settings: S3FSettings, progress: bool = True,
+              store: Mapping[str, MutableMapping[str, np.ndarray]] | None = None) -> S3FResult:
     """Score round-1 predictions against SAM, filter by percentile, and pick round-2 targets.
 
     ``images[i]`` (``XxYxZ`` float32) and ``predictions[i]`` (``XxYxZ`` 0/1) belong to
@@ -91,6 +93,10 @@ def s3f_round(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions
     26-connected component *before* it is handed to ``segment_volume`` (so the prompts come from it)
     and before it is compared with SAM's output; the reduced prediction is also the "network"
     target.
+
+    Per-case masks are kept in dicts, or with ``store`` in ``store["sam"]`` and ``store["network"]``
+    (e.g. folders on disk, so that memory does not grow with the number of cases); ``targets`` is
+    a view of the kept cases' masks as uint8, read on access.
     """
     if settings.round2_targets not in ("sam", "network"):
         raise ValueError(f"unknown round2_targets {settings.round2_targets!r}; expected 'sam' or 'network'")
@@ -99,11 +105,11 @@ def s3f_round(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions
     if len(set(case_ids)) != len(case_ids):
         raise ValueError("case ids must be unique")
     similarities: dict[str, float] = {}
-    sam_masks: dict[str, np.ndarray] = {}
-    network_masks: dict[str, np.ndarray] = {}
+    sam_masks: MutableMapping[str, np.ndarray] = store["sam"] if store is not None else {}
+    network_masks: MutableMapping[str, np.ndarray] = store["network"] if store is not None else {}
     empty: list[str] = []
-    for case_id, image, prediction in tqdm(list(zip(case_ids, images, predictions)), desc="S3F",
-                                           disable=not progress):
+    for case_id, image, prediction in tqdm(zip(case_ids, images, predictions), total=len(case_ids), desc="S3F",
+                                           disable=not progress):  # one case in memory at a time
         mask = (np.asarray(prediction) > 0).astype(np.uint8)
         if settings.largest_component:
             mask = keep_largest_component(mask)
@@ -116,7 +122,7 @@ def s3f_round(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions
         network_masks[case_id] = mask
     kept = select_by_percentile(similarities, settings.beta)
     source = sam_masks if settings.round2_targets == "sam" else network_masks
-    targets = {case_id: source[case_id].astype(np.uint8) for case_id in kept}
+    targets = LazyMapping(kept, lambda case_id: np.asarray(source[case_id]).astype(np.uint8))
     log.info("S3F: %d scored, %d empty predictions dropped, %d kept (beta %.1f)",
              len(similarities), len(empty), len(kept), settings.beta)
     return S3FResult(similarities=similarities, kept=kept, sam_masks=sam_masks, targets=targets,
