@@ -2,12 +2,15 @@
 
 On N synthetic slices with random elliptic ROIs, prints slices/s of
   - the public code's loop (``SamPredictor.set_image`` + ``predict`` per slice),
-  - ``SamSegmenter`` (one image_encoder forward per batch),
+  - ``SamSegmenter`` (one image_encoder forward and one prompt/mask decoder forward per batch,
+    embeddings cached in memory and on disk),
 the largest mask disagreement between the two, and the cost of a second "S3F" pass (new prompts on
-the same slices) without a cache, with the in-memory cache, and from the disk cache in a later run.
+the same slices) re-encoding, with the in-memory cache, and from the disk cache in a later run,
+with how many times cheaper than re-encoding each is.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sam_stage_bench.py --slices 32
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sam_stage_bench.py --arch vit_b --weights random --slices 2
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sam_stage_bench.py --arch vit_b --weights random --slices 2 --batch-size 2
+    .venv/bin/python benchmarks/sam_stage_bench.py --arch vit_b --device cuda --slices 256 --batch-size 16 --precision bf16
 """
 from __future__ import annotations
 
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument("--size", type=int, default=240, help="slice side in pixels (BraTS: 240)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="image encoder autocast (CUDA only); the public code's loop stays fp32")
     parser.add_argument("--equalize", action="store_true", help="the public code's histogram equalisation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -94,43 +99,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     prompts = [prompts_from_mask(roi, PromptSettings("box+points")) for roi in rois]
     s3f_prompts = [prompts_from_mask(roi, PromptSettings("box+points", box_dilation=3)) for roi in rois]
     n = len(slices)
-    print(f"SAM {args.arch} ({record.tag}) on {args.device}, torch threads {torch.get_num_threads()}; "
-          f"{n} slices {args.size}x{args.size}, batch {args.batch_size}, equalize {args.equalize}")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"SAM {args.arch} ({record.tag}) on {args.device} ({where}); {n} slices {args.size}x{args.size}, "
+          f"batch {args.batch_size}, encoder {args.precision}, equalize {args.equalize}")
+
+    def segmenter(cache: EmbeddingCache | None) -> SamSegmenter:
+        return SamSegmenter(sam, batch_size=args.batch_size, equalize=args.equalize, cache=cache,
+                            device=args.device, model_tag=tag, precision=args.precision)
 
     public_code_loop(sam, slices[:1], prompts[:1], args.equalize)  # warm-up
-    loop_masks, loop_s, loop_calls, _ = timed(
-        sam, lambda: public_code_loop(sam, slices, prompts, args.equalize))
-    plain = SamSegmenter(sam, batch_size=args.batch_size, equalize=args.equalize, device=args.device,
-                         model_tag=tag)
-    ours, ours_s, ours_calls, _ = timed(sam, lambda: plain.segment(slices, prompts))
-    disagreement = (loop_masks != ours).reshape(n, -1).sum(1)
-    print(f"{'first pass':34s} {'seconds':>8s} {'slices/s':>9s} {'encoder forwards':>17s}")
-    print(f"{'public code loop (set_image+predict)':34s} {loop_s:8.2f} {n / loop_s:9.2f} {loop_calls:17d}")
-    print(f"{'SamSegmenter (batched)':34s} {ours_s:8.2f} {n / ours_s:9.2f} {ours_calls:17d}")
-    print(f"max mask disagreement: {disagreement.max()} pixels in one slice "
-          f"({disagreement.max() / args.size ** 2:.2e} of it); {int((disagreement > 0).sum())}/{n} "
-          f"slices differ; mean mask area {ours.reshape(n, -1).mean():.3f}")
-
     with tempfile.TemporaryDirectory() as cache_dir:
-        cache = EmbeddingCache(cache_dir)
-        cached = SamSegmenter(sam, batch_size=args.batch_size, equalize=args.equalize, cache=cache,
-                              device=args.device, model_tag=tag)
-        _, fill_s, fill_calls, _ = timed(sam, lambda: cached.segment(slices, prompts))
-        _, none_s, none_calls, none_images = timed(sam, lambda: plain.segment(slices, s3f_prompts))
+        loop_masks, loop_s, loop_calls, _ = timed(sam, lambda: public_code_loop(sam, slices, prompts, args.equalize))
+        cached = segmenter(EmbeddingCache(cache_dir))  # memory + disk; this first pass fills both
+        ours, ours_s, ours_calls, _ = timed(sam, lambda: cached.segment(slices, prompts))
+        disagreement = (loop_masks != ours).reshape(n, -1).sum(1)
+        print(f"{'first pass':36s} {'seconds':>8s} {'slices/s':>9s} {'encoder forwards':>17s}")
+        print(f"{'public code loop (set_image+predict)':36s} {loop_s:8.2f} {n / loop_s:9.2f} {loop_calls:17d}")
+        print(f"{'SamSegmenter (batched encode+decode)':36s} {ours_s:8.2f} {n / ours_s:9.2f} {ours_calls:17d}")
+        print(f"speed-up {loop_s / ours_s:.2f}x; max mask disagreement with the loop: {disagreement.max()} pixels "
+              f"in one slice ({disagreement.max() / args.size ** 2:.2e} of it); {int((disagreement > 0).sum())}/{n} "
+              f"slices differ; mean mask area {ours.reshape(n, -1).mean():.3f}")
+
+        _, none_s, none_calls, none_images = timed(sam, lambda: segmenter(None).segment(slices, s3f_prompts))
         s3f_mem, mem_s, mem_calls, mem_images = timed(sam, lambda: cached.segment(slices, s3f_prompts))
-        later = SamSegmenter(sam, batch_size=args.batch_size, equalize=args.equalize,
-                             cache=EmbeddingCache(cache_dir), device=args.device, model_tag=tag)
+        later = segmenter(EmbeddingCache(cache_dir))  # a later run: memory empty, disk kept
         s3f_disk, disk_s, disk_calls, disk_images = timed(sam, lambda: later.segment(slices, s3f_prompts))
         assert (s3f_mem == s3f_disk).all()
-        print(f"\n{'S3F pass: new prompts, same slices':34s} {'seconds':>8s} {'slices/s':>9s} "
-              f"{'encoder forwards':>17s} {'images encoded':>15s}")
-        print(f"{'first pass filling the cache':34s} {fill_s:8.2f} {n / fill_s:9.2f} {fill_calls:17d} {n:15d}")
+        print(f"\n{'S3F pass: new prompts, same slices':36s} {'seconds':>8s} {'slices/s':>9s} "
+              f"{'encoder forwards':>17s} {'images encoded':>15s} {'cheaper':>8s}")
         for label, seconds, calls, images in [
-            ("no cache", none_s, none_calls, none_images),
+            ("no cache (re-encoding)", none_s, none_calls, none_images),
             ("in-memory cache", mem_s, mem_calls, mem_images),
             ("disk cache (a later run)", disk_s, disk_calls, disk_images),
         ]:
-            print(f"{label:34s} {seconds:8.2f} {n / seconds:9.2f} {calls:17d} {images:15d}")
+            print(f"{label:36s} {seconds:8.2f} {n / seconds:9.2f} {calls:17d} {images:15d} "
+                  f"{none_s / seconds:7.1f}x")
 
 
 if __name__ == "__main__":

@@ -233,3 +233,23 @@ def test_cuda_half_precision_encoder_stores_float16_embeddings(tiny_sam, precisi
     assert agree > 0.95, agree
     later = SamSegmenter(cuda_sam, device="cuda", precision=precision, cache=EmbeddingCache(tmp_path))
     np.testing.assert_array_equal(later.segment_logits(slices, prompts), logits)
+
+
+@CUDA
+@pytest.mark.brats_sample
+def test_half_precision_vit_b_masks_on_real_slices_stay_close_to_fp32(brats_sample: Path) -> None:
+    """benchmarks/sam_precision.py on 6 real slices (random ViT-B weights here; the script takes the
+    pretrained ones): half-precision masks differ from fp32 in few pixels."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sam_precision.py"
+    spec = importlib.util.spec_from_file_location("sam_precision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    sam, _ = load_sam("vit_b", "random", device="cuda")
+    slices, masks = module.real_tumour_slices(brats_sample, 6)
+    for precision in ("bf16", "fp16"):
+        result = module.mask_disagreement(sam, slices, masks, precision)
+        print(precision, result)
+        assert result["slices"] == 6 and result["fraction"] < 0.05

@@ -145,3 +145,21 @@ def test_round_rejects_misaligned_inputs_and_unknown_targets():
         s3f_round(ids, images[:1], predictions, FakeSam([0, 0]), S3FSettings(), progress=False)
     with pytest.raises(ValueError, match="round2_targets"):
         s3f_round(ids, images, predictions, FakeSam([0, 0]), S3FSettings(round2_targets="gt"), progress=False)
+
+
+def test_a_store_keeps_the_masks_out_of_memory(tmp_path):
+    from clisc.data.lazy import MappedSequence, NpzFolder
+
+    shifts = [0, 1, 3, 0, 2]
+    ids, images, predictions = make_cases(len(shifts))
+    reads: list[int] = []
+    lazy_images = MappedSequence(list(range(len(images))), lambda i: reads.append(i) or images[i])
+    store = {"sam": NpzFolder(tmp_path / "sam", "mask"), "network": NpzFolder(tmp_path / "network", "mask")}
+    result = s3f_round(ids, lazy_images, predictions, FakeSam(shifts), S3FSettings(beta=20.0), progress=False,
+                       store=store)
+    in_memory = s3f_round(ids, images, predictions, FakeSam(shifts), S3FSettings(beta=20.0), progress=False)
+    assert reads == list(range(len(images)))  # one pass, one image at a time
+    assert sorted(p.stem for p in (tmp_path / "sam").glob("*.npz")) == ids
+    assert result.kept == in_memory.kept and result.similarities == in_memory.similarities
+    for case_id in result.kept:
+        np.testing.assert_array_equal(result.targets[case_id], in_memory.targets[case_id])
