@@ -18,6 +18,8 @@ def weights_overrides(weights: str | None) -> dict[str, str]:
 
 
 DEFAULT_DATA = Path("data/synthetic")
+SAVE_PREDICTIONS_HELP = ("write each test case's mask as <run folder>/predictions/<case>.nii.gz (uint8, the input's "
+                         "own grid, affine and header; `clisc eval --pred` on it reproduces the scores)")
 DEFAULT_SYNTHETIC_CASES = 20
 
 
@@ -60,9 +62,12 @@ def _run(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         out = args.out / f"{args.method}_seed{seed}"
         result = run_method(args.method, args.data, protocol=args.protocol, profile=args.profile, seed=seed,
-                            overrides=run_overrides(args), cache_root=args.cache, out_dir=out, device=args.device)
+                            overrides=run_overrides(args), cache_root=args.cache, out_dir=out, device=args.device,
+                            save_predictions=args.save_predictions)
         print(summary_line(result))
         print(f"[clisc] per-case scores: {result.artifacts['per_case']}")
+        if "predictions" in result.artifacts:
+            print(f"[clisc] native-grid masks: {result.artifacts['predictions']}")
     return 0
 
 
@@ -72,7 +77,8 @@ def _experiment(args: argparse.Namespace) -> int:
     ensure_data(args.data)
     for name in args.experiments:
         run_experiment(name, args.data, profile=args.profile, protocol=args.protocol, overrides=run_overrides(args),
-                       cache_root=args.cache, runs_root=args.out, tracking_uri=args.tracking_uri, device=args.device)
+                       cache_root=args.cache, runs_root=args.out, tracking_uri=args.tracking_uri, device=args.device,
+                       save_predictions=args.save_predictions)
     return 0
 
 
@@ -109,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_options(run)
     run.add_argument("--seeds", type=int, nargs="+", default=[0])
     run.add_argument("--out", type=Path, default=Path("runs"), help="run folders (per-case CSV, settings)")
+    run.add_argument("--save-predictions", action="store_true", help=SAVE_PREDICTIONS_HELP)
     run.set_defaults(func=_run)
 
     experiment = subparsers.add_parser("experiment", help="run experiment specs (experiments/*.yaml), "
@@ -118,6 +125,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_options(experiment)
     experiment.set_defaults(profile=None, protocol=None)
     experiment.add_argument("--out", type=Path, default=Path("runs"), help="run folders")
+    experiment.add_argument("--save-predictions", action="store_true",
+                            help=SAVE_PREDICTIONS_HELP + "; logged as each child run's predictions/ artifact")
     experiment.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
                             "or sqlite:///mlflow.db)")
     experiment.set_defaults(func=_experiment)

@@ -92,6 +92,7 @@ def run_experiment(
     tracking_uri: str | None = None,
     device: str = "cpu",
     echo: Callable[[str], None] = print,
+    save_predictions: bool = False,
 ) -> list:
     """Run every run of the spec and log each to MLflow as soon as it finishes; returns the results.
 
@@ -115,6 +116,7 @@ def run_experiment(
                 run.method, data, protocol=protocol, profile=profile, seed=run.seed,
                 overrides={**run.overrides, **(overrides or {})}, cache_root=cache_root,
                 out_dir=Path(runs_root) / spec["name"] / run.label, device=device, echo=echo,
+                save_predictions=save_predictions,
             )
             recorder.log_result(result)
             echo(f"[clisc] {summary_line(result)}")

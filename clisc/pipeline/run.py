@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from clisc.data.io import require_segs
+from clisc.data.native import native_ground_truth, save_native_mask, to_native
 from clisc.data.synth.writer import SYNTHETIC_MARKER
 from clisc.evaluation.evaluate import evaluate_cases
 from clisc.pipeline.context import RunContext
@@ -98,18 +100,26 @@ def run_method(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     split: str = "test",
+    save_predictions: bool = False,
 ) -> MethodResult:
     """Run (or reuse) every stage ``name`` needs, score its output on ``split`` (test by default;
-    scoring the validation split reads its labels: the run is then tagged not label-free)."""
+    scoring the validation split reads its labels: the run is then tagged not label-free).
+
+    Each case is scored in the stored file's own grid: the mask is put back there (resampling,
+    crop and reorientation undone, ``clisc.data.native``) and compared with the stored ground
+    truth at native resolution. With ``save_predictions`` and ``out_dir`` those native masks are
+    written as ``out_dir/predictions/<case_id>.nii.gz`` (uint8, the FLAIR's affine and header), the
+    files ``clisc eval`` reproduces the per-case scores from."""
     method = get_method(name)
     settings = method_settings(method, protocol, profile, overrides)
     ctx = RunContext(Path(data), settings, seed, Path(cache_root), device, progress, echo)
     echo(f"[clisc] {name} (seed {seed}, protocol {protocol}, profile {profile}) on {len(ctx.cases)} cases; "
          f"split {', '.join(f'{k} {len(v)}' for k, v in ctx.split.items())}")
+    require_segs((ctx.cases[c] for c in ctx.split[split]), f"scoring the {split} split")  # before any stage runs
     _, preds = OUTPUTS[method.output](ctx, split)
     volumes = ctx.volumes(split)
-    per_case = evaluate_cases((v.case_id, preds[v.case_id].astype(bool), v.label.astype(bool), v.spacing)
-                              for v in volumes)
+    saved = Path(out_dir) / "predictions" if save_predictions and out_dir is not None else None
+    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"))
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
     gt_used = settings.gt.active() + (["validation_scoring"] if split != "test" else [])
     tags = {
@@ -129,7 +139,22 @@ def run_method(
     result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
     if out_dir is not None:
         result.artifacts = write_run_folder(Path(out_dir), result, settings, qualitative_slices(volumes, preds))
+        if saved is not None:
+            result.artifacts["predictions"] = saved
     return result
+
+
+def native_items(ctx: RunContext, volumes, preds: Mapping[str, np.ndarray], save_to: Path | None = None,
+                 description: str = "clisc") -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
+    """``(case_id, prediction, ground truth, spacing)`` per volume, both masks in the stored file's
+    grid (``clisc.data.native``), one case at a time; with ``save_to`` each prediction is also
+    written there as ``<case_id>.nii.gz``."""
+    for volume in volumes:
+        mask = to_native(volume, preds[volume.case_id])
+        if save_to is not None:
+            save_native_mask(save_to / f"{volume.case_id}.nii.gz", mask, ctx.cases[volume.case_id], description)
+        truth, spacing = native_ground_truth(ctx.cases[volume.case_id], ctx.cache_root)
+        yield volume.case_id, mask.astype(bool), truth, spacing
 
 
 def write_run_folder(out: Path, result: MethodResult, settings: Settings, slices: dict[str, np.ndarray]) -> dict[str, Path]:
