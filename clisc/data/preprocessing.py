@@ -37,7 +37,9 @@ from clisc.errors import DataError
 log = logging.getLogger(__name__)
 
 MODES = ("paper", "official")
-CACHE_FORMAT = 2  # bump when the stored arrays change meaning (2: brain mask, axis codes, BraTS orientation)
+# Bump when the stored arrays change meaning; the pipeline hashes it into every stage's key too.
+# 2: brain mask (black 2D model backgrounds), axis codes, BraTS orientation.
+CACHE_FORMAT = 2
 
 __all__ = ["MODES", "PreprocessSettings", "Volume", "preprocess", "PreprocessedStore", "load_volumes",
            "dataset_fingerprint"]

@@ -20,6 +20,7 @@ import numpy as np
 from clisc import __version__
 from clisc.cache import StageCache, stable_hash, stage_key
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
+from clisc.data.preprocessing import CACHE_FORMAT as VOLUME_FORMAT
 from clisc.data.preprocessing import Volume, load_volumes
 from clisc.data.split import SPLITS, load_or_create_split
 from clisc.pipeline.settings import Settings
@@ -79,7 +80,9 @@ class RunContext:
 
     @property
     def volumes_key(self) -> str:
-        return stage_key("volumes", self.settings.preprocess, [self.fingerprint, stable_hash(self.split)])
+        # the volume format is hashed too: every stage downstream re-runs when what stages see changes
+        return stage_key("volumes", {"preprocess": self.settings.preprocess, "format": VOLUME_FORMAT},
+                         [self.fingerprint, stable_hash(self.split)])
 
     # ---------------------------------------------------------------- cache
     def stage(
