@@ -44,6 +44,9 @@ def test_eval_of_the_saved_masks_reproduces_the_runs_scores_exactly(synthetic_da
     table, missing = evaluate_folder(folder, str(synthetic_dataset), ids)
     assert not missing
     pd.testing.assert_frame_equal(table, result.per_case, check_exact=True)
+    with np.load(result.artifacts["qualitative"]) as slices:  # shown as the 2D models see them
+        image = slices[f"{ids[0]}__image"]
+        assert image.min() == 0 == image[0, 0] and image.max() == 1
 
 
 def test_run_cli_saves_predictions(synthetic_dataset, cache, tmp_path, capsys):
