@@ -44,6 +44,14 @@ def write_brats_case(root: Path, case_id: str, seed: int = 0, shape: tuple[int, 
     return flair_path, seg_path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _split_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Split files go to a session temp folder ($CLISC_SPLITS_DIR), never to the checkout's splits/."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLISC_SPLITS_DIR", str(tmp_path_factory.mktemp("splits")))
+        yield
+
+
 @pytest.fixture
 def brats_sample() -> Path:
     """The 12 real BraTS 2018 cases in ``<repo>/../shared/data/brats-sample``; skips when absent."""
