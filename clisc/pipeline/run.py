@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from clisc.data.split import split_digest
 from clisc.data.synth.writer import SYNTHETIC_MARKER
 from clisc.evaluation.evaluate import evaluate_cases
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.methods import Method, get_method
 from clisc.pipeline.result import MethodResult
 from clisc.pipeline.settings import Settings, apply_overrides, resolve_settings
+from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH, SettingsFile
 from clisc.pipeline.steps_cam import cam_rois
 from clisc.pipeline.steps_seg import (
     fully_supervised,
@@ -66,9 +68,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def method_settings(method: Method, protocol: str, profile: str, overrides: Mapping[str, Any] | None) -> Settings:
-    """Protocol <- profile <- the method's declared differences <- the user's overrides."""
+def method_settings(method: Method, protocol: str, profile: str, overrides: Mapping[str, Any] | None,
+                    settings_file: SettingsFile | None = None) -> Settings:
+    """Protocol <- profile <- a settings file's overrides <- the method's declared differences <- the
+    user's overrides (spec, sweep point, ``--set``)."""
     settings = resolve_settings(protocol, profile)
+    if settings_file is not None:
+        settings = apply_overrides(settings, settings_file.overrides)
     settings = apply_overrides(settings, method.overrides)
     return apply_overrides(settings, overrides or {})
 
@@ -98,12 +104,22 @@ def run_method(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     split: str = "test",
+    split_file: str | Path | None = None,
+    skip_cases: Sequence[str] = (),
+    settings_file: SettingsFile | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> MethodResult:
     """Run (or reuse) every stage ``name`` needs, score its output on ``split`` (test by default;
-    scoring the validation split reads its labels: the run is then tagged not label-free)."""
+    scoring the validation split reads its labels: the run is then tagged not label-free).
+
+    ``split_file``: the split to use (default: the one in ``splits/``, made when missing);
+    ``skip_cases``: case ids left out of the data and the split (``--skip-bad``); ``settings_file``:
+    tuned overrides and their provenance (``--settings-file``); ``extra_tags``: e.g. ``fold``/``folds``.
+    """
     method = get_method(name)
-    settings = method_settings(method, protocol, profile, overrides)
-    ctx = RunContext(Path(data), settings, seed, Path(cache_root), device, progress, echo)
+    settings = method_settings(method, protocol, profile, overrides, settings_file)
+    ctx = RunContext(Path(data), settings, seed, Path(cache_root), device, progress, echo,
+                     split_path=Path(split_file) if split_file is not None else None, skip_cases=tuple(skip_cases))
     echo(f"[clisc] {name} (seed {seed}, protocol {protocol}, profile {profile}) on {len(ctx.cases)} cases; "
          f"split {', '.join(f'{k} {len(v)}' for k, v in ctx.split.items())}")
     _, preds = OUTPUTS[method.output](ctx, split)
@@ -112,6 +128,8 @@ def run_method(
                               for v in volumes)
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
     gt_used = settings.gt.active() + (["validation_scoring"] if split != "test" else [])
+    if settings_file is not None and settings_file.tuned_on_labels:
+        gt_used.append(TUNED_ON_LABELS_SWITCH)
     tags = {
         "method": name,
         "title": method.title,
@@ -124,7 +142,11 @@ def run_method(
         "synthetic_data": str(synthetic).lower(),
         "git_commit": git_commit(),
         "split_file": ctx.split_path.name,
+        "split_sha256": split_digest(ctx.split_path),
         "scored_split": split,
+        "skipped_cases": ",".join(sorted(skip_cases)) or "none",
+        **(settings_file.tags() if settings_file is not None else {}),
+        **(extra_tags or {}),
     }
     result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
     if out_dir is not None:
