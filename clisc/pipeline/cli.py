@@ -181,10 +181,11 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from clisc.pipeline.methods import METHODS
+    from clisc.pipeline.methods import all_methods
 
+    methods = sorted(all_methods())
     run = subparsers.add_parser("run", help="run one method (all the stages it needs, cached) and score it")
-    run.add_argument("method", choices=sorted(METHODS), metavar="METHOD", help=", ".join(sorted(METHODS)))
+    run.add_argument("method", choices=methods, metavar="METHOD", help=", ".join(methods))
     add_run_options(run)
     run.add_argument("--seeds", type=int, nargs="+", default=[0])
     add_folds_option(run)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from clisc.errors import CliscError
-from clisc.pipeline.methods import METHODS
+from clisc.pipeline.methods import all_methods
 from clisc.pipeline.settings_file import SettingsFile
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
@@ -66,9 +66,10 @@ def read_spec(name_or_path: str | Path, required: tuple[str, ...], needs: str) -
 
 def load_spec(name_or_path: str | Path) -> dict[str, Any]:
     spec, path = read_spec(name_or_path, ("methods",), "an experiment spec needs a 'methods' list")
-    unknown = [m for m in spec["methods"] if m not in METHODS]
+    methods = all_methods()
+    unknown = [m for m in spec["methods"] if m not in methods]
     if unknown:
-        raise CliscError(f"{path}: unknown method(s) {unknown}; known: {', '.join(sorted(METHODS))}")
+        raise CliscError(f"{path}: unknown method(s) {unknown}; known: {', '.join(sorted(methods))}")
     if len(spec.get("sweep") or {}) > 1:
         raise CliscError(f"{path}: sweep one setting at a time")
     folds = spec.get("folds")

@@ -2,11 +2,13 @@
 
 ``OUTPUTS`` maps an output name to the function producing ``(key, {case_id: XxYxZ mask})`` on a
 split (the test split for the tables, the validation split for a label-using search); methods
-(``clisc.pipeline.methods``) name one of them. Baselines extend ``OUTPUTS``.
+(``clisc.pipeline.methods``) name one of them, or a ``"module:function"`` of the same signature
+defined elsewhere (the baselines).
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +25,7 @@ from clisc.evaluation.evaluate import evaluate_cases
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.methods import Method, get_method
 from clisc.pipeline.result import MethodResult
-from clisc.pipeline.settings import Settings, apply_overrides, resolve_settings
+from clisc.pipeline.settings import Settings, apply_overrides, ground_truth_uses, resolve_settings
 from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH, SettingsFile
 from clisc.pipeline.steps_cam import cam_rois
 from clisc.pipeline.steps_seg import (
@@ -57,6 +59,14 @@ OUTPUTS: dict[str, Output] = {
     "supervised": lambda ctx, split: predictions(ctx, fully_supervised(ctx), split),
     "sam_gt": sam_from_ground_truth,
 }
+
+
+def resolve_output(name: str) -> Output:
+    """The output function of a method: a key of ``OUTPUTS`` or ``"package.module:function"``."""
+    if ":" not in name:
+        return OUTPUTS[name]
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def git_commit() -> str:
@@ -122,12 +132,12 @@ def run_method(
                      split_path=Path(split_file) if split_file is not None else None, skip_cases=tuple(skip_cases))
     echo(f"[clisc] {name} (seed {seed}, protocol {protocol}, profile {profile}) on {len(ctx.cases)} cases; "
          f"split {', '.join(f'{k} {len(v)}' for k, v in ctx.split.items())}")
-    _, preds = OUTPUTS[method.output](ctx, split)
+    _, preds = resolve_output(method.output)(ctx, split)
     volumes = ctx.volumes(split)
     per_case = evaluate_cases((v.case_id, preds[v.case_id].astype(bool), v.label.astype(bool), v.spacing)
                               for v in volumes)
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
-    gt_used = settings.gt.active() + (["validation_scoring"] if split != "test" else [])
+    gt_used = ground_truth_uses(settings, method.gt_switches) + (["validation_scoring"] if split != "test" else [])
     if settings_file is not None and settings_file.tuned_on_labels:
         gt_used.append(TUNED_ON_LABELS_SWITCH)
     tags = {

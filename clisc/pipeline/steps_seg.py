@@ -53,7 +53,7 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
     return ctx._memo[memo]
 
 
-def _per_case_stage(
+def per_case_stage(
     ctx: RunContext,
     name: str,
     settings: dict,
@@ -61,7 +61,8 @@ def _per_case_stage(
     volumes: Sequence[Volume],
     segment_case: Callable[[Volume], np.ndarray],
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case."""
+    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case (also used by the
+    baselines for their per-case outputs)."""
     key = ctx.key(name, settings, inputs)
     work = ctx.scratch(name, key)
 
@@ -92,7 +93,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
         return sam_in_brain(volume.image, roi["roi"].astype(bool), s.prompts, sam, cams)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
-    return _per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
 def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, dict[str, np.ndarray]]:
@@ -104,7 +105,7 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
         return sam_in_brain(volume.image, volume.label.astype(bool), prompts, sam)
 
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "model": sam.model_tag}
-    return _per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
 
 
 def _unet_settings(ctx: RunContext):
@@ -148,7 +149,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
         return predict_volume(model, volume.image, us, ctx.device)
 
     settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap}
-    return _per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
 def unet_round1(ctx: RunContext) -> tuple[str, torch.nn.Module]:
