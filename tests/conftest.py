@@ -58,6 +58,14 @@ def write_reoriented_case(case_dir: Path, root: Path, axcodes: tuple[str, str, s
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _split_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Split files go to a session temp folder ($CLISC_SPLITS_DIR), never to the checkout's splits/."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLISC_SPLITS_DIR", str(tmp_path_factory.mktemp("splits")))
+        yield
+
+
 @pytest.fixture
 def reoriented_case_writer() -> Callable[..., Path]:
     """:func:`write_reoriented_case`: a case stored in another voxel order."""

@@ -82,3 +82,10 @@ def test_cli_prints_the_missing_file_in_one_line(unlabelled, capsys):
                  "--out", str(cache.parent / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and any(str(path) in err for path in removed)
+
+
+def test_skip_bad_does_not_drop_unlabelled_cases(unlabelled, capsys):
+    data, cache, _ = unlabelled
+    assert main(["run", "cam_amda", "--data", str(data), "--profile", "tiny", "--cache", str(cache),
+                 "--out", str(cache.parent / "runs"), "--skip-bad"]) == 0
+    assert "10 good cases, 0 skipped" in capsys.readouterr().out
