@@ -18,25 +18,20 @@ from clisc.data.lazy import MappedSequence, NpzFolder
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import load_sam_cached, sam_arch
-from clisc.pipeline.steps_cam import cam_rois
+from clisc.pipeline.steps_cam import cam_rois, labelled_volumes
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
 from clisc.stages.s3f import s3f_round
+from clisc.stages.slice_input import brain_of, model_input_volume
 from clisc.stages.unet3d import build_unet, predict_volume, train_unet
 
 
-def brain_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels that differ from the background value (the most common of the 8 corner values):
-    preprocessing sets the background to one constant in either protocol."""
-    corners = image[np.ix_(*[[0, n - 1] for n in image.shape])].ravel()
-    values, counts = np.unique(corners, return_counts=True)
-    return image != values[np.argmax(counts)]
-
-
-def sam_in_brain(image: np.ndarray, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
+def sam_in_brain(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
                  cams: np.ndarray | None = None) -> np.ndarray:
-    """SAM over a volume's slices, restricted to the brain as the public code does."""
-    return segment_volume(image, roi, prompts, sam, cams) & brain_mask(image)
+    """SAM over a volume's slices (the 2D model input: background black, ``clisc.stages.slice_input``),
+    restricted to the brain as the public code does; ``XxYxZ`` bool."""
+    brain = brain_of(volume)
+    return segment_volume(model_input_volume(volume.image, brain), roi, prompts, sam, cams) & brain
 
 
 def segmenter(ctx: RunContext) -> SamSegmenter:
@@ -55,7 +50,7 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
     return ctx._memo[memo]
 
 
-def _per_case_stage(
+def per_case_stage(
     ctx: RunContext,
     name: str,
     settings: dict,
@@ -63,7 +58,8 @@ def _per_case_stage(
     volumes: Sequence[Volume],
     segment_case: Callable[[Volume], np.ndarray],
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case."""
+    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case (also used by the
+    baselines for their per-case outputs)."""
     key = ctx.key(name, settings, inputs)
     work = ctx.scratch(name, key)
 
@@ -91,10 +87,10 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
     def run(volume: Volume) -> np.ndarray:
         roi = rois[volume.case_id]
         cams = roi["cam"].astype(np.float32) if s.prompts.variant == "official" else None
-        return sam_in_brain(volume.image, roi["roi"].astype(bool), s.prompts, sam, cams)
+        return sam_in_brain(volume, roi["roi"].astype(bool), s.prompts, sam, cams)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
-    return _per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
 def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, dict[str, np.ndarray]]:
@@ -103,10 +99,11 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
     prompts = PromptSettings("box+points", 0)
 
     def run(volume: Volume) -> np.ndarray:
-        return sam_in_brain(volume.image, volume.label.astype(bool), prompts, sam)
+        return sam_in_brain(volume, volume.label.astype(bool), prompts, sam)
 
+    volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "model": sam.model_tag}
-    return _per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
 def _unet_settings(ctx: RunContext):
@@ -131,7 +128,8 @@ def train_network(
         ids = [case_id for case_id in ctx.volumes("train").case_ids if case_id in labels]
         val = None
         if us.select_on_gt_validation:
-            val = (ctx.volumes("valid").images(), ctx.volumes("valid").labels())
+            valid = labelled_volumes(ctx, "valid", "gt.select_checkpoints_on_gt")
+            val = (valid.images(), valid.labels())
         model = train_unet(  # volumes and labels are read on demand (DataLoader workers on CUDA)
             ctx.volumes("train").select(ids).images(), MappedSequence(ids, labels.__getitem__), us,
             seed=ctx.seed, device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
@@ -156,7 +154,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
 
     settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap, "precision": us.precision,
                 "channels_last": us.channels_last}
-    return _per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
 def unet_round1(ctx: RunContext) -> tuple[str, torch.nn.Module]:
@@ -176,8 +174,9 @@ def s3f(ctx: RunContext) -> tuple[str, dict]:
 
     def compute(out: Path) -> None:  # per-case masks go straight to disk: memory does not grow with cases
         result = s3f_round(
-            volumes.case_ids, volumes.images(), MappedSequence(volumes.case_ids, preds.__getitem__),
-            lambda image, pred: sam_in_brain(image, pred.astype(bool), prompts, sam), s.s3f,
+            # the "images" handed to SAM are the volumes themselves (read one at a time): it needs their brain
+            volumes.case_ids, volumes, MappedSequence(volumes.case_ids, preds.__getitem__),
+            lambda volume, pred: sam_in_brain(volume, pred.astype(bool), prompts, sam), s.s3f,
             store={"sam": NpzFolder(out / "sam", "mask"), "network": NpzFolder(out / "network", "mask")},
         )
         source = "sam" if s.s3f.round2_targets == "sam" else "network"
@@ -199,4 +198,5 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 
 def fully_supervised(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     """Reference row: the same network and schedule trained on the ground-truth masks."""
-    return train_network(ctx, "unet_supervised", [ctx.volumes_key], lambda: ctx.volumes("train").labels_by_id())
+    return train_network(ctx, "unet_supervised", [ctx.volumes_key],
+                         lambda: labelled_volumes(ctx, "train", "the fully supervised U-Net").labels_by_id())

@@ -19,7 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from clisc.compute import as_channels_last, autocast, channels_last, check_precision, grad_scaler, prefetch
-from clisc.stages.slice_labels import minmax_slices, resize_slices
+from clisc.stages.slice_input import model_input_slices
+from clisc.stages.slice_labels import resize_slices
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,11 @@ class ClassifierSettings:
     channels_last: bool = False  # NHWC model and batches (faster convolutions on CUDA tensor cores)
 
 
-def slices_to_input(slices: np.ndarray, input_size: int) -> torch.Tensor:
-    """Classifier input ``Nx3xSxS`` float32 in [0, 1] from slices ``NxHxW``: min-max per slice,
-    bilinear resize to SxS, 3 identical channels (the code: no mean/std normalisation)."""
-    return resize_slices(minmax_slices(slices), input_size).clamp_(0.0, 1.0)
+def slices_to_input(slices: np.ndarray, input_size: int, brain: np.ndarray | None = None) -> torch.Tensor:
+    """Classifier input ``Nx3xSxS`` float32 in [0, 1] from slices ``NxHxW`` and their brain mask
+    ``NxHxW`` bool: ``model_input_slices`` (black background, min-max per slice), bilinear resize
+    to SxS, 3 identical channels (the code: no mean/std normalisation)."""
+    return resize_slices(model_input_slices(slices, brain), input_size).clamp_(0.0, 1.0)
 
 
 def _device_of(model: nn.Module) -> torch.device:
