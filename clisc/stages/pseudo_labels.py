@@ -12,8 +12,9 @@ import hashlib
 import io
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +77,21 @@ class EmbeddingCache:
     first out beyond ``max_in_memory`` entries, unbounded if None) and, with ``directory``, also as
     ``directory/<model tag>/<sha1>.npy`` written atomically, so that a later pass or run reuses them.
     ViT-B embeddings are ``256x64x64``: 4 MiB per slice in float32, 2 MiB in float16 (the dtype the
-    segmenter stores for half precision). ``hits`` and ``misses`` count lookups; the cache is safe
-    to use from the segmenter's prefetch thread.
+    segmenter stores for half precision). Disk writes run in a background thread (at most
+    ``MAX_PENDING_WRITES`` queued; :meth:`flush` waits for them), so the GPU does not wait for the
+    disk. ``hits`` and ``misses`` count lookups; the cache is safe to use from the segmenter's
+    prefetch thread.
     """
+
+    MAX_PENDING_WRITES = 32
 
     def __init__(self, directory: str | Path | None = None, max_in_memory: int | None = None):
         self.directory = Path(directory) if directory is not None else None
         self.max_in_memory = max_in_memory
         self._memory: OrderedDict[EmbeddingKey, Embedding] = OrderedDict()
         self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
         self.hits = 0
         self.misses = 0
 
@@ -110,6 +117,8 @@ class EmbeddingCache:
         with self._lock:
             embedding = self._memory.get(key)
         path = self._path(key)
+        if embedding is None and path is not None and not path.is_file() and self._pending:
+            self.flush()  # it may be on its way to the disk
         if embedding is None and path is not None and path.is_file():
             embedding = np.load(path)
         with self._lock:
@@ -126,13 +135,30 @@ class EmbeddingCache:
         self._remember(key, embedding)
         path = self._path(key)
         if path is not None and not path.is_file():
-            array = embedding.cpu().numpy() if isinstance(embedding, torch.Tensor) else embedding
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(array))
-            atomic_write_bytes(path, buffer.getvalue())
+            with self._lock:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam-embedding-writer")
+                self._pending.append(self._writer.submit(_write_npy, path, embedding))
+                oldest = self._pending.popleft() if len(self._pending) > self.MAX_PENDING_WRITES else None
+            if oldest is not None:
+                oldest.result()
+
+    def flush(self) -> None:
+        """Wait until every embedding put so far is on disk (re-raising a failed write)."""
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+        for future in pending:
+            future.result()
 
     def __len__(self) -> int:
         return len(self._memory)
+
+
+def _write_npy(path: Path, embedding: Embedding) -> None:
+    array = embedding.cpu().numpy() if isinstance(embedding, torch.Tensor) else embedding
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array))
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass
@@ -227,7 +253,10 @@ class SamSegmenter:
     def embed(self, prepared: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Embeddings ``Cxh'xw'`` of prepared same-shaped ``HxWx3`` uint8 slices: cached ones looked
         up, all the others encoded together in ONE forward."""
-        return self._embeddings(self._prepare(list(prepared), list(range(len(prepared)))))
+        embeddings = self._embeddings(self._prepare(list(prepared), list(range(len(prepared)))))
+        if self.cache is not None:
+            self.cache.flush()
+        return embeddings
 
     @torch.inference_mode()
     def _decode(self, embeddings: torch.Tensor, prompts: Sequence[SamPrompt], original_size: tuple[int, int]
@@ -278,6 +307,7 @@ class SamSegmenter:
             embeddings = self._embeddings(batch)
             logits[batch.index] = self._decode_batch(embeddings, [prompts[i] for i in batch.index], shape)
         if self.cache is not None:
+            self.cache.flush()  # on disk before the stage is published
             logger.debug("embedding cache: %d hits, %d misses", self.cache.hits, self.cache.misses)
         return logits
 

@@ -253,3 +253,13 @@ def test_half_precision_vit_b_masks_on_real_slices_stay_close_to_fp32(brats_samp
         result = module.mask_disagreement(sam, slices, masks, precision)
         print(precision, result)
         assert result["slices"] == 6 and result["fraction"] < 0.05
+
+
+def test_disk_writes_in_the_background_are_never_missed(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, max_in_memory=1)
+    for name in "abcd":
+        cache.put(("m", name), torch.full((2, 3, 3), float(ord(name))))
+    found = cache.get(("m", "a"))  # evicted from memory; its write may still be queued
+    assert found is not None and float(found[0, 0, 0]) == ord("a")
+    cache.flush()
+    assert sorted(p.stem for p in (tmp_path / "m").glob("*.npy")) == list("abcd")
