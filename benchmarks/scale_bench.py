@@ -3,7 +3,8 @@
 Writes ``max(--sizes)`` synthetic BraTS-size cases (240x240x155) once, then for each size N runs
 ``clisc run clisc`` on the first N cases in a fresh process with a fresh cache (default: the ``tiny``
 profile at native 1 mm resolution, so volumes are BraTS-sized, with 64^3 U-Net patches and one
-whole-volume U-Net forward per prediction), and prints per stage: the measured seconds, the unit
+whole-volume U-Net forward per prediction), and prints per stage: the measured seconds (CPU seconds
+of the run's process by default, which other users' load on a shared machine does not inflate), the unit
 count the cost model (``cost_model.py``) gives that stage for the run's settings and split, and the
 time projected for the largest size from the two smaller ones (linear in that count: fixed cost +
 cost per unit; preprocessing is in the wall time only); then each run's wall time and peak RSS
@@ -52,13 +53,16 @@ STAGES = {
 }
 
 CHILD = """
-import json, resource, sys, time
+import json, resource, sys, time, types
 from pathlib import Path
 import numpy as np
+import clisc.pipeline.context
 from clisc.pipeline.run import run_method
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import resolve_settings
 data, cache, profile, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+if sys.argv[5] == "cpu":  # stage times in CPU seconds of this process: what other users' load does not inflate
+    clisc.pipeline.context.time = types.SimpleNamespace(perf_counter=time.process_time)
 start = time.perf_counter()
 result = run_method("clisc", data, profile=profile, overrides=overrides, cache_root=cache, progress=False,
                     echo=lambda line: None)
@@ -79,10 +83,10 @@ print("RESULT " + json.dumps({"wall": wall, "stage_times": result.stage_times, "
 """
 
 
-def run_child(code: Path, data: Path, cache: Path, profile: str, overrides: dict, threads: int) -> dict:
+def run_child(code: Path, data: Path, cache: Path, profile: str, overrides: dict, threads: int, clock: str) -> dict:
     """The child's RESULT json (stage times, split, slice counts, its own peak RSS in MiB)."""
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads), "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(data), str(cache), profile, json.dumps(overrides)],
+    done = subprocess.run([sys.executable, "-c", CHILD, str(data), str(cache), profile, json.dumps(overrides), clock],
                           env=env, capture_output=True, text=True, cwd=code)
     if done.returncode:
         raise SystemExit(f"size run failed:\n{done.stderr[-3000:]}")
@@ -112,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "clisc-scale-bench",
                         help="synthetic data (kept between runs) and caches")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="stage times in CPU seconds of the run's process (default: robust to other users' "
+                             "load on a shared machine, exact with one thread) or wall seconds")
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes)
     overrides = dict(parse_override(o) for o in (args.overrides or DEFAULT_SET))
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in sizes:
         cache = args.work / f"cache_{n}_{os.getpid()}"
         shutil.rmtree(cache, ignore_errors=True)
-        runs[n] = run_child(args.code, subset(all_data, n, args.work), cache, args.profile, overrides, args.threads)
+        runs[n] = run_child(args.code, subset(all_data, n, args.work), cache, args.profile, overrides, args.threads,
+                            args.clock)
         shutil.rmtree(cache, ignore_errors=True)
         print(f"  {n:3d} cases: {runs[n]['wall']:6.1f} s, peak RSS {runs[n]['rss']:6.0f} MiB, split {runs[n]['split']}, "
               f"per case {runs[n]['brain']:.0f} brain / {runs[n]['tumour']:.0f} tumour slices, "
@@ -143,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         model = cm.stage_units(settings, w)
         units[n] = {stage: sum(model[m].get(unit, 0) for m in parts) for stage, (parts, unit) in STAGES.items()}
     a, b, c = sizes[0], sizes[1], sizes[-1]
-    print(f"\nper stage: seconds measured, the cost model's unit count, and {c} cases projected from {a} and {b} "
-          f"(fixed + per-unit cost)")
+    print(f"\nper stage: {args.clock} seconds measured, the cost model's unit count, and {c} cases projected from "
+          f"{a} and {b} (fixed + per-unit cost)")
     header = "".join(f"{f'{n} cases':>22s}" for n in sizes)
     print(f"{'stage':18s} {'unit':11s}{header} {'projected ' + str(c):>14s} {'measured/proj':>14s}")
     total_projected = 0.0
