@@ -81,6 +81,8 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_bench.py
 	$(PY) benchmarks/sam_stage_bench.py
+	$(PY) benchmarks/paper_scale.py --device $(DEVICE)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/scale_bench.py
 
 clean-runs:
 	rm -rf runs cache mlflow.db optuna

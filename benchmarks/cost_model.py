@@ -110,7 +110,8 @@ def stage_units(s: Settings, w: Workload) -> dict[str, Units]:
         "unet_round2": {"unet_step": _unet_steps(s, kept), "volume_read": s.unet.batch_size * _unet_steps(s, kept)},
         "unet_round2 (beta 0)": {"unet_step": _unet_steps(s, train),
                                  "volume_read": s.unet.batch_size * _unet_steps(s, train)},
-        "unet_supervised": {"unet_step": _unet_steps(s, train), "volume_read": s.unet.batch_size * _unet_steps(s, train)},
+        "unet_supervised": {"unet_step": _unet_steps(s, train),
+                            "volume_read": s.unet.batch_size * _unet_steps(s, train)},
         "score test": {"score": test, "volume_read": test},
         "score valid": {"score": valid, "volume_read": valid},
     }

@@ -70,20 +70,22 @@ def measure(name: str, per_call: float, run: Callable[[], object], device: torch
     """Seconds per unit of ``run`` (``per_call`` units per call): one warm-up call, then ``repeats``
     timed calls; a warm-up slower than ``slow_s`` is itself the measurement (marked "first call")."""
     with RssPeak() as rss, cuda_peak(device) as gpu:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run()  # warm-up: allocations, cuDNN autotuning, lazy init
         _sync(device)
-        seconds, calls, note = time.perf_counter() - start, 1, "first call"
+        seconds, cpu, calls, note = time.perf_counter() - start, time.process_time() - cpu_start, 1, "first call"
         if seconds <= slow_s:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(repeats):
                 run()
             _sync(device)
-            seconds, calls, note = (time.perf_counter() - start) / repeats, repeats, "after a warm-up"
-    results[name] = {"seconds": seconds / per_call, "per_call": per_call, "calls": calls, "note": note,
-                     "rss_mib": rss.peak, "cuda_mib": gpu["cuda_peak_mib"]}
-    print(f"  {name:12s} {seconds / per_call:10.4f} s/unit  ({calls} x {per_call:g} units, {note}; "
-          f"peak RSS {rss.peak:6.0f} MiB, CUDA {gpu['cuda_peak_mib']:6.0f} MiB)", flush=True)
+            seconds, cpu = (time.perf_counter() - start) / repeats, (time.process_time() - cpu_start) / repeats
+            calls, note = repeats, "after a warm-up"
+    results[name] = {"seconds": seconds / per_call, "cpu_seconds": cpu / per_call, "per_call": per_call,
+                     "calls": calls, "note": note, "rss_mib": rss.peak, "cuda_mib": gpu["cuda_peak_mib"]}
+    print(f"  {name:12s} {seconds / per_call:10.4f} s/unit, CPU {cpu / per_call:10.4f} s/unit  ({calls} x "
+          f"{per_call:g} units, {note}; peak RSS {rss.peak:6.0f} MiB, CUDA {gpu['cuda_peak_mib']:6.0f} MiB)",
+          flush=True)
 
 
 def sample_volume(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -220,14 +222,18 @@ def report(s: Settings, results: dict[str, dict], device: str, trials: int) -> N
           "prompts) is the sample's ground-truth count; a slice is SAM-encoded once for all prompt variants, S3F "
           "and later runs (embedding cache); volume reads of U-Net training overlap the GPU in loader workers "
           "(on a CPU they add to the step). Not counted: model loading, MLflow, reports, baselines.\n")
-    print(f"{'unit':12s} {'s/unit':>10s} {'timed':>16s} {'peak RSS MiB':>13s} {'CUDA MiB':>9s}  what")
+    print("Per unit: wall seconds (what the projections use) and CPU seconds of this process, all threads (what "
+          "other users' load on a shared machine does not inflate).")
+    print(f"{'unit':12s} {'s/unit':>10s} {'CPU s/unit':>10s} {'timed':>16s} {'peak RSS MiB':>13s} {'CUDA MiB':>9s}"
+          f"  what")
     for name, what in cm.UNITS.items():
         r = results.get(name)
         if r is None:
-            print(f"{name:12s} {'n/a':>10s} {'':16s} {'':13s} {'':9s}  {what}")
+            print(f"{name:12s} {'n/a':>10s} {'':10s} {'':16s} {'':13s} {'':9s}  {what}")
         else:
             timed = f"{r['calls']} x {r['per_call']:g} ({'1st' if r['note'] == 'first call' else 'warm'})"
-            print(f"{name:12s} {r['seconds']:10.4f} {timed:>16s} {r['rss_mib']:13.0f} {r['cuda_mib']:9.0f}  {what}")
+            print(f"{name:12s} {r['seconds']:10.4f} {r['cpu_seconds']:10.4f} {timed:>16s} {r['rss_mib']:13.0f} "
+                  f"{r['cuda_mib']:9.0f}  {what}")
 
     grand = 0.0
     for plan, stages in cm.plans(s, w, trials=trials).items():
@@ -255,7 +261,8 @@ def report(s: Settings, results: dict[str, dict], device: str, trials: int) -> N
     emb = cm.embeddings_on_disk_gib(w)
     print(f"\nMemory and disk at 369 cases: classifier training slices {slices_gib:.1f} GiB of host memory "
           f"(float16 {s.classifier.input_size}^2), AMDA stage peak ~{amda_gib:.1f} GiB (slices, CAMs, masked copies "
-          f"and the augmented set); volumes, CAMs, masks and predictions are read per case (a few volumes in memory); SAM "
+          f"and the augmented set); volumes, CAMs, masks and predictions are read per case (a few volumes in "
+          f"memory); SAM "
           f"embedding cache on disk {emb:.0f} GiB in fp32 ({emb / 2:.0f} GiB with sam.precision bf16/fp16, "
           f"stored as float16); preprocessed cache ~{2.3 * w.cases / 1024:.1f} GiB.")
 

@@ -9,7 +9,7 @@ the same slices) re-encoding, with the in-memory cache, and from the disk cache 
 with how many times cheaper than re-encoding each is.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sam_stage_bench.py --slices 32
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sam_stage_bench.py --arch vit_b --weights random --slices 2 --batch-size 2
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sam_stage_bench.py --arch vit_b --slices 2 --batch-size 2
     .venv/bin/python benchmarks/sam_stage_bench.py --arch vit_b --device cuda --slices 256 --batch-size 16 --precision bf16
 """
 from __future__ import annotations
@@ -114,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ours, ours_s, ours_calls, _ = timed(sam, lambda: cached.segment(slices, prompts))
         disagreement = (loop_masks != ours).reshape(n, -1).sum(1)
         print(f"{'first pass':36s} {'seconds':>8s} {'slices/s':>9s} {'encoder forwards':>17s}")
-        print(f"{'public code loop (set_image+predict)':36s} {loop_s:8.2f} {n / loop_s:9.2f} {loop_calls:17d}")
-        print(f"{'SamSegmenter (batched encode+decode)':36s} {ours_s:8.2f} {n / ours_s:9.2f} {ours_calls:17d}")
+        print(f"{'public code loop (set_image+predict)':36s} {loop_s:8.2f} {n / loop_s:9.3g} {loop_calls:17d}")
+        print(f"{'SamSegmenter (batched encode+decode)':36s} {ours_s:8.2f} {n / ours_s:9.3g} {ours_calls:17d}")
         print(f"speed-up {loop_s / ours_s:.2f}x; max mask disagreement with the loop: {disagreement.max()} pixels "
               f"in one slice ({disagreement.max() / args.size ** 2:.2e} of it); {int((disagreement > 0).sum())}/{n} "
               f"slices differ; mean mask area {ours.reshape(n, -1).mean():.3f}")
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ("in-memory cache", mem_s, mem_calls, mem_images),
             ("disk cache (a later run)", disk_s, disk_calls, disk_images),
         ]:
-            print(f"{label:36s} {seconds:8.2f} {n / seconds:9.2f} {calls:17d} {images:15d} "
+            print(f"{label:36s} {seconds:8.2f} {n / seconds:9.3g} {calls:17d} {images:15d} "
                   f"{none_s / seconds:7.1f}x")
 
 

@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         runs[n] = run_child(args.code, subset(all_data, n, args.work), cache, args.profile, overrides, args.threads,
                             args.clock)
         shutil.rmtree(cache, ignore_errors=True)
-        print(f"  {n:3d} cases: {runs[n]['wall']:6.1f} s, peak RSS {runs[n]['rss']:6.0f} MiB, split {runs[n]['split']}, "
+        print(f"  {n:3d} cases: {runs[n]['wall']:6.1f} s, peak RSS {runs[n]['rss']:6.0f} MiB, "
+              f"split {runs[n]['split']}, "
               f"per case {runs[n]['brain']:.0f} brain / {runs[n]['tumour']:.0f} tumour slices, "
               f"volume {runs[n]['shape']}", flush=True)
 

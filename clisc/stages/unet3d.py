@@ -114,7 +114,8 @@ def training_transform(patch_size: tuple[int, int, int]) -> Compose:
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed for one epoch, so an epoch's draws do not depend on the epochs before it."""
+    """A 32-bit seed for one epoch (or one item of an epoch: ``_epoch_seed(epoch seed, item)``), so its
+    draws do not depend on the epochs (items) before it."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
@@ -155,7 +156,7 @@ class PatchDataset(Dataset):
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, _batch_order(len(self.images), self.steps, batch_size, epoch_seed))
         i = int(self._order[1][step, slot])
-        self.transform.set_random_state(seed=int(np.random.SeedSequence([epoch_seed, step, slot]).generate_state(1)[0]))
+        self.transform.set_random_state(seed=_epoch_seed(epoch_seed, step * batch_size + slot))
         sample = self.transform({"image": np.asarray(self.images[i], np.float32)[None],
                                  "label": np.asarray(self.labels[i], np.uint8)[None]})
         return (torch.as_tensor(np.asarray(sample["image"]), dtype=torch.float32),
