@@ -52,12 +52,20 @@ from clisc.pipeline.steps_seg import brain_mask, per_case_stage, segmenter
 from clisc.stages.prompts import SamPrompt
 from clisc.stages.pseudo_labels import SamSegmenter, prepare_slice
 
-# The random search of the original's 3D path (sam_mask_generator_params in sam_clip_3d.py).
+# The random search of the original's 3D path (sam_mask_generator_params in sam_clip_3d.py): points
+# per side 16, 32 or 64 (here half, once and twice ``points_per_side``, which is 32 by default, so
+# that the small profiles search a small grid), and these thresholds.
+TTA_POINTS_FACTORS = (0.5, 1.0, 2.0)
 TTA_GRID: dict[str, tuple] = {
-    "points_per_side": (16, 32, 64),
     "pred_iou_thresh": (0.2, 0.5, 0.8, 0.9),
     "stability_score_thresh": (0.2, 0.5, 0.8, 0.95),
 }
+
+
+def tta_grid(settings: SalipSettings) -> dict[str, tuple]:
+    """The search grid of ``adapt_on_gt`` (the original's for the default ``points_per_side``)."""
+    points = tuple(max(1, int(round(settings.points_per_side * f))) for f in TTA_POINTS_FACTORS)
+    return {"points_per_side": points, **TTA_GRID}
 
 
 class CachedPredictor(SamPredictor):
@@ -215,7 +223,7 @@ def _slice_dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSettings]:
     """The original's test-time adaptation, a ground-truth use: ``tta_iterations`` random draws from
-    ``TTA_GRID``, each scored by the mean slice Dice against the ground truth on ``tta_slices``
+    ``tta_grid(settings)``, each scored by the mean slice Dice against the ground truth on ``tta_slices``
     evenly spaced slices of ``tta_volumes`` random validation volumes (seeded by the run's seed);
     returns ``settings`` with the best draw's generator parameters."""
     sam, clip = segmenter(ctx), method_clip(ctx, settings.clip_arch)
@@ -228,7 +236,7 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
         text = prompt_embedding(clip, settings.prompts)
         best, best_score, trials = None, -1.0, []
         for _ in range(settings.tta_iterations):
-            draw = {key: values[rng.integers(len(values))] for key, values in TTA_GRID.items()}
+            draw = {key: values[rng.integers(len(values))] for key, values in tta_grid(settings).items()}
             trial = dataclasses.replace(settings, **draw)
             generator = mask_generator(sam, trial)
             scores = []
