@@ -81,6 +81,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_bench.py
 	$(PY) benchmarks/sam_stage_bench.py
+	$(PY) benchmarks/foundation_baselines_bench.py
 
 clean-runs:
 	rm -rf runs cache mlflow.db optuna
