@@ -45,7 +45,6 @@ class SliceSelection:
     """Which axial slices enter the 2D stages: every ``stride``-th slice with brain in it."""
 
     stride: int = 1
-    min_brain_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
