@@ -15,8 +15,9 @@ Departures (also in docs/DEPARTURES.md):
   original segments 2D images that all show a tumour. An empty CRF mask leaves the slice empty.
 - The text prompt: the original asks the user; ``text_prompts`` defaults to the first brain-tumour
   prompt of the authors' follow-up code.
-- Slices reach CLIP min-max scaled to 8 bits and squashed to its input size (the original reads 8-bit
-  images through BiomedCLIP's resize + centre crop); the CRF sees the same 8-bit slice.
+- Slices reach CLIP as the project's 2D model input (``clisc.stages.slice_input``: background black,
+  brain min-max scaled) in 8 bits, squashed to its input size (the original reads 8-bit images
+  through BiomedCLIP's resize + centre crop); the CRF sees the same 8-bit slice.
 - SAM's mask is kept inside the brain, as for CLISC's SAM stages.
 """
 from __future__ import annotations
@@ -38,9 +39,10 @@ from clisc.data.preprocessing import Volume
 from clisc.foundation.clip import ClipModel
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.steps_cam import brain_slices
-from clisc.pipeline.steps_seg import brain_mask, per_case_stage, predictions, segmenter, train_network
+from clisc.pipeline.steps_seg import per_case_stage, predictions, segmenter, train_network
 from clisc.stages.prompts import SamPrompt
 from clisc.stages.pseudo_labels import SamSegmenter, prepare_slice
+from clisc.stages.slice_input import brain_of, model_input_volume
 from clisc.stages.slice_labels import NORMAL_PROMPT
 
 
@@ -64,11 +66,13 @@ def saliency_box(prepared: np.ndarray, clip: ClipModel, text: torch.Tensor, sett
     return largest_region_box(mask)
 
 
-def medclip_volume(image: np.ndarray, gate: np.ndarray, sam: SamSegmenter, clip: ClipModel, text: torch.Tensor,
-                   settings: MedClipSamSettings, progress: bool = False, label: str = "") -> np.ndarray:
-    """MedCLIP-SAM's ``XxYxZ`` bool mask of a volume ``XxYxZ``: slices with ``gate[z]`` get SAM's
-    mask for their saliency box (inside the brain); the others stay empty."""
-    slices = [image[:, :, z] for z in range(image.shape[2])]
+def medclip_volume(image: np.ndarray, brain: np.ndarray, gate: np.ndarray, sam: SamSegmenter, clip: ClipModel,
+                   text: torch.Tensor, settings: MedClipSamSettings, progress: bool = False, label: str = ""
+                   ) -> np.ndarray:
+    """MedCLIP-SAM's ``XxYxZ`` bool mask of a volume ``XxYxZ`` with its brain mask: slices with
+    ``gate[z]`` get SAM's mask for their saliency box (inside the brain); the others stay empty."""
+    inputs = model_input_volume(image, brain)
+    slices = [inputs[:, :, z] for z in range(inputs.shape[2])]
     prompts: list[SamPrompt | None] = [None] * len(slices)
     for z in tqdm(np.flatnonzero(gate), desc=f"MedCLIP-SAM {label}".strip(), unit="slice", disable=not progress,
                   leave=False):
@@ -77,7 +81,7 @@ def medclip_volume(image: np.ndarray, gate: np.ndarray, sam: SamSegmenter, clip:
             prompts[z] = SamPrompt(box=box, points=np.zeros((0, 2)), point_labels=np.zeros(0, np.int64))
     if not any(p is not None for p in prompts):
         return np.zeros(image.shape, bool)
-    return np.moveaxis(sam.segment(slices, prompts), 0, -1) & brain_mask(image)
+    return np.moveaxis(sam.segment(slices, prompts), 0, -1) & brain
 
 
 def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, ClipModel]:
@@ -95,8 +99,10 @@ def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, 
         images, groups = [], []
         for volume in ctx.volumes("train"):
             zs = brain_slices(volume)[:: ctx.settings.slices.stride]
-            for z in zs[labels[volume.case_id][zs] >= 0]:
-                images.append(prepare_slice(volume.image[:, :, z], ctx.settings.sam.equalize))
+            zs = zs[labels[volume.case_id][zs] >= 0]
+            inputs = model_input_volume(volume.image, brain_of(volume), zs)
+            for i, z in enumerate(zs):
+                images.append(prepare_slice(inputs[:, :, i], ctx.settings.sam.equalize))
                 groups.append(int(labels[volume.case_id][z]))
         model = finetune_clip(
             base, images, [captions_by_label[g] for g in groups], np.asarray(groups),
@@ -123,12 +129,12 @@ def masks(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     if settings.finetune:
         clip_key, clip = finetuned_clip(ctx, settings)
         inputs.append(clip_key)
-    gate_key, gates = slices_to_segment(ctx, split, settings.slices, settings.clip_arch)
+    gate_key, gates = slices_to_segment(ctx, split, settings.slices, settings.clip_arch, "medclip_sam")
     text = text_embedding(clip, settings.text_prompts)
 
     def run(volume: Volume) -> np.ndarray:
-        return medclip_volume(volume.image, gates[volume.case_id], sam, clip, text, settings, ctx.progress,
-                              volume.case_id)
+        return medclip_volume(volume.image, brain_of(volume), gates[volume.case_id], sam, clip, text, settings,
+                              ctx.progress, volume.case_id)
 
     saliency = {k: v for k, v in dataclasses.asdict(settings).items()
                 if not k.startswith(("finetune_", "dhn_")) and k != "weak_supervision"}

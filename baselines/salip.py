@@ -22,8 +22,9 @@ Departures (also in docs/DEPARTURES.md):
   after that clean-up is not re-run.
 - The crops reach CLIP squashed to its input size (``ClipModel.normalise_images``) rather than
   through CLIP's resize + centre crop, like every CLIP input of this project.
-- SAM sees the project's slice preparation (``prepare_slice``: min-max to uint8, 3 channels) and its
-  output is kept inside the brain, as for CLISC's SAM stages.
+- SAM and CLIP see the project's 2D model input (``clisc.stages.slice_input``: background black, brain
+  min-max scaled; ``prepare_slice``: 8 bits, 3 channels) and SAM's output is kept inside the brain,
+  as for CLISC's SAM stages.
 
 Embeddings: the generator's predictor is a ``CachedPredictor`` whose full-slice image embedding comes
 from the pipeline's ``SamSegmenter`` (its batched encoder and embedding cache), and the final box
@@ -48,9 +49,11 @@ from baselines.slice_gate import method_clip, slices_to_segment
 from clisc.data.preprocessing import Volume
 from clisc.foundation.clip import ClipModel
 from clisc.pipeline.context import RunContext
-from clisc.pipeline.steps_seg import brain_mask, per_case_stage, segmenter
+from clisc.pipeline.steps_cam import labelled_volumes
+from clisc.pipeline.steps_seg import per_case_stage, segmenter
 from clisc.stages.prompts import SamPrompt
 from clisc.stages.pseudo_labels import SamSegmenter, prepare_slice
+from clisc.stages.slice_input import brain_of, model_input_volume
 
 # The random search of the original's 3D path (sam_mask_generator_params in sam_clip_3d.py): points
 # per side 16, 32 or 64 (here half, once and twice ``points_per_side``, which is 32 by default, so
@@ -198,12 +201,13 @@ def best_box(prepared: np.ndarray, generator: SamAutomaticMaskGenerator, clip: C
     return boxes[int(np.argmax(crop_scores(clip, crops, text)))]
 
 
-def salip_volume(image: np.ndarray, gate: np.ndarray, sam: SamSegmenter, generator: SamAutomaticMaskGenerator,
-                 clip: ClipModel, text: torch.Tensor, settings: SalipSettings, progress: bool = False,
-                 label: str = "") -> np.ndarray:
-    """SaLIP's ``XxYxZ`` bool mask of a volume ``XxYxZ``: slices with ``gate[z]`` get SAM's mask for
-    their best box (inside the brain); the others stay empty."""
-    slices = [image[:, :, z] for z in range(image.shape[2])]
+def salip_volume(image: np.ndarray, brain: np.ndarray, gate: np.ndarray, sam: SamSegmenter,
+                 generator: SamAutomaticMaskGenerator, clip: ClipModel, text: torch.Tensor, settings: SalipSettings,
+                 progress: bool = False, label: str = "") -> np.ndarray:
+    """SaLIP's ``XxYxZ`` bool mask of a volume ``XxYxZ`` with its brain mask: slices with ``gate[z]``
+    get SAM's mask for their best box (inside the brain); the others stay empty."""
+    inputs = model_input_volume(image, brain)
+    slices = [inputs[:, :, z] for z in range(inputs.shape[2])]
     prompts: list[SamPrompt | None] = [None] * len(slices)
     for z in tqdm(np.flatnonzero(gate), desc=f"SaLIP {label}".strip(), unit="slice", disable=not progress,
                   leave=False):
@@ -212,7 +216,7 @@ def salip_volume(image: np.ndarray, gate: np.ndarray, sam: SamSegmenter, generat
             prompts[z] = SamPrompt(box=box, points=np.zeros((0, 2)), point_labels=np.zeros(0, np.int64))
     if not any(p is not None for p in prompts):
         return np.zeros(image.shape, bool)
-    return np.moveaxis(sam.segment(slices, prompts), 0, -1) & brain_mask(image)
+    return np.moveaxis(sam.segment(slices, prompts), 0, -1) & brain
 
 
 def _slice_dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -227,11 +231,11 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
     evenly spaced slices of ``tta_volumes`` random validation volumes (seeded by the run's seed);
     returns ``settings`` with the best draw's generator parameters."""
     sam, clip = segmenter(ctx), method_clip(ctx, settings.clip_arch)
-    gate_key, gates = slices_to_segment(ctx, "valid", settings.slices, settings.clip_arch)
+    gate_key, gates = slices_to_segment(ctx, "valid", settings.slices, settings.clip_arch, "salip")
 
     def compute(out: Path) -> None:
         rng = np.random.default_rng(ctx.seed)
-        volumes = ctx.volumes("valid")
+        volumes = labelled_volumes(ctx, "valid", "baselines.salip.tta_on_gt")
         chosen = [volumes[i] for i in rng.choice(len(volumes), min(settings.tta_volumes, len(volumes)), replace=False)]
         text = prompt_embedding(clip, settings.prompts)
         best, best_score, trials = None, -1.0, []
@@ -246,7 +250,7 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
                 zs = np.arange(spacing, depth, spacing)
                 gate = np.zeros(depth, bool)
                 gate[zs] = gates[volume.case_id][zs]
-                pred = salip_volume(volume.image, gate, sam, generator, clip, text, trial)
+                pred = salip_volume(volume.image, brain_of(volume), gate, sam, generator, clip, text, trial)
                 scores.append(np.mean([_slice_dice(pred[:, :, z], volume.label[:, :, z] > 0) for z in zs]))
             score = float(np.mean(scores))
             trials.append({**{k: float(v) for k, v in draw.items()}, "dice": score})
@@ -271,13 +275,13 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     if settings.tta_on_gt:
         tta_key, settings = adapt_on_gt(ctx, settings)
         inputs.append(tta_key)
-    gate_key, gates = slices_to_segment(ctx, split, settings.slices, settings.clip_arch)
+    gate_key, gates = slices_to_segment(ctx, split, settings.slices, settings.clip_arch, "salip")
     generator = mask_generator(sam, settings)
     text = prompt_embedding(clip, settings.prompts)
 
     def run(volume: Volume) -> np.ndarray:
-        return salip_volume(volume.image, gates[volume.case_id], sam, generator, clip, text, settings,
-                            ctx.progress, volume.case_id)
+        return salip_volume(volume.image, brain_of(volume), gates[volume.case_id], sam, generator, clip, text,
+                            settings, ctx.progress, volume.case_id)
 
     stage_settings = {"split": split, "salip": settings, "model": sam.model_tag, "equalize": sam.equalize,
                       "clip": clip.record.tag}

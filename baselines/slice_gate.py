@@ -24,7 +24,8 @@ from clisc.foundation.clip import ClipModel
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import TINY, load_clip_cached
 from clisc.pipeline.settings import GROUND_TRUTH
-from clisc.pipeline.steps_cam import brain_slices, gt_slice_labels
+from clisc.pipeline.steps_cam import brain_slices, gt_slice_labels, labelled_volumes
+from clisc.stages.slice_input import brain_of
 from clisc.stages.slice_labels import label_volume
 
 
@@ -48,7 +49,8 @@ def zero_shot_labels(ctx: RunContext, split: str, arch: str) -> tuple[str, dict[
 
     def compute(out: Path) -> None:
         clip = method_clip(ctx, arch)
-        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels) for v in ctx.volumes(split)}
+        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels, brain_of(v))
+                  for v in ctx.volumes(split)}
         save_arrays(out / "labels.npz", labels)
         (out / "weights.json").write_text(json.dumps({clip.record.name: clip.record.tag}))
 
@@ -60,12 +62,17 @@ def zero_shot_labels(ctx: RunContext, split: str, arch: str) -> tuple[str, dict[
     return ctx.stage("zero_shot_labels", settings, [ctx.volumes_key], compute, load)
 
 
-def slices_to_segment(ctx: RunContext, split: str, gate: str, arch: str) -> tuple[str, dict[str, np.ndarray]]:
-    """``(key, {case_id: Z bool})``: the slices of each volume of ``split`` that get a mask."""
-    volumes = ctx.volumes(split)
+def slices_to_segment(ctx: RunContext, split: str, gate: str, arch: str, method: str = "baselines"
+                      ) -> tuple[str, dict[str, np.ndarray]]:
+    """``(key, {case_id: Z bool})``: the slices of each volume of ``split`` that get a mask (``method``
+    names the setting in the one-line error when the ground-truth gate finds a case without labels)."""
     if gate == "clip":
         key, labels = zero_shot_labels(ctx, split, arch)
         return key, {case: lab == 1 for case, lab in labels.items()}
+    if gate == GROUND_TRUTH:
+        volumes = labelled_volumes(ctx, split, f"baselines.{method}.slices=ground_truth")
+    else:
+        volumes = ctx.volumes(split)
     gates = {}
     for volume in volumes:
         gate_z = np.zeros(volume.image.shape[2], bool)

@@ -68,7 +68,8 @@ def time_salip(slices: list[np.ndarray], segmenter: SamSegmenter, reuse: bool, c
         generator.predictor = SamPredictor(segmenter.sam)
     text = prompt_embedding(clip, settings.prompts)
     start = time.perf_counter()
-    masks = [salip_volume(s[:, :, None], np.array([True]), segmenter, generator, clip, text, settings)[:, :, 0]
+    masks = [salip_volume(s[:, :, None], np.ones(s.shape + (1,), bool), np.array([True]), segmenter, generator,
+                          clip, text, settings)[:, :, 0]
              for s in slices]
     return (time.perf_counter() - start) / len(slices), masks
 

@@ -16,7 +16,8 @@ from baselines.settings import MedClipSamSettings
 from clisc.cli import main
 from clisc.pipeline.models import load_clip_cached, load_sam_cached
 from clisc.pipeline.run import run_method
-from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter
+from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, prepare_slice
+from clisc.stages.slice_input import model_input_volume
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pydensecrf") is None,
                                 reason="pydensecrf2 not installed (pip install -e '.[crf]')")
@@ -32,13 +33,13 @@ def test_volume_chain_boxes_gated_slices_and_stays_in_the_brain() -> None:
     volume[4:36, 4:32] = rng.normal(1.0, 0.1, (32, 28, 5))
     gate = np.array([True, False, True, True, False])
     text = text_embedding(clip, SETTINGS.text_prompts)
-    prepared = np.repeat((volume[:, :, 0] / volume.max() * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    prepared = prepare_slice(model_input_volume(volume, volume != 0, [0])[:, :, 0])
     box = saliency_box(prepared, clip, text, SETTINGS)
     image = torch.from_numpy(prepared).permute(2, 0, 1)[None].float() / 255
     cam = gscorecam(clip, image, text, channels=8, batch_size=8, out_size=(40, 36)).cam
     expected = largest_region_box(dense_crf(prepared, cam))  # the chain, step by step
     assert (box is None and expected is None) or np.array_equal(box, expected)
-    mask = medclip_volume(volume, gate, segmenter, clip, text, SETTINGS)
+    mask = medclip_volume(volume, volume != 0, gate, segmenter, clip, text, SETTINGS)
     assert mask.shape == volume.shape and mask.dtype == bool
     assert not mask[:, :, ~gate].any() and not mask[volume == 0].any()
     assert segmenter.cache.misses <= gate.sum()  # only slices with a box reach SAM's encoder

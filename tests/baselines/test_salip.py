@@ -124,7 +124,7 @@ def test_salip_encodes_each_slice_once_and_leaves_ungated_slices_empty(sam_segme
     gate = np.array([False, True, True, False, True, False])
     generator = mask_generator(sam_segmenter, TINY_GENERATOR)
     text = prompt_embedding(clip, TINY_GENERATOR.prompts)
-    mask = salip_volume(volume, gate, sam_segmenter, generator, clip, text, TINY_GENERATOR)
+    mask = salip_volume(volume, volume != 0, gate, sam_segmenter, generator, clip, text, TINY_GENERATOR)
     assert mask.shape == volume.shape and mask.dtype == bool
     assert not mask[:, :, ~gate].any() and not mask[volume == 0].any()
     # the generator's pass encodes each gated slice; the box pass finds every one in the cache
