@@ -139,7 +139,7 @@ def test_runs_end_to_end_label_free(synthetic_dataset: Path, tmp_path: Path) -> 
                         progress=False, echo=lambda _: None)
     assert len(result.per_case) == 2 and result.per_case["dsc"].between(0, 100).all()
     assert result.tags["label_free"] == "true" and result.tags["gt_switches"] == "none"
-    assert result.params["baselines.salip.slices"] == "clip" and "clip:tiny" in result.tags["weights"]
+    assert result.params["baselines.salip.slices"] == "all" and "clip:tiny" in result.tags["weights"]
 
 
 def test_the_adaptation_grid_is_the_original_s_at_the_default_density() -> None:
