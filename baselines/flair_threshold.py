@@ -15,7 +15,8 @@ from scipy import ndimage
 from baselines.settings import FlairThresholdSettings
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext
-from clisc.pipeline.steps_seg import brain_mask, per_case_stage
+from clisc.pipeline.steps_seg import per_case_stage
+from clisc.stages.slice_input import brain_of
 
 
 def ball(radius: int) -> np.ndarray:
@@ -47,7 +48,7 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     settings = ctx.settings.baselines.flair_threshold
 
     def run(volume: Volume) -> np.ndarray:
-        return threshold_flair(volume.image, brain_mask(volume.image), volume.spacing, settings)
+        return threshold_flair(volume.image, brain_of(volume), volume.spacing, settings)
 
     return per_case_stage(ctx, "flair_threshold", {"split": split, "settings": settings},
                           [ctx.volumes_key], ctx.volumes(split), run)

@@ -11,7 +11,7 @@ import numpy as np
 
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import GROUND_TRUTH
-from clisc.pipeline.steps_cam import brain_slices, clip_labels, gt_slice_labels
+from clisc.pipeline.steps_cam import brain_slices, clip_labels, gt_slice_labels, labelled_volumes
 
 
 def healthy_slices(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
@@ -20,7 +20,7 @@ def healthy_slices(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
     source = ctx.settings.baselines.healthy_source
     if source == GROUND_TRUTH:
         slices = {}
-        for volume in ctx.volumes("train"):
+        for volume in labelled_volumes(ctx, "train", "baselines.healthy_source=ground_truth"):
             zs = brain_slices(volume)
             slices[volume.case_id] = zs[gt_slice_labels(volume)[zs] == 0]
         return f"healthy-gt-{ctx.volumes_key}", slices

@@ -53,7 +53,6 @@ class SliceSelection:
     present in the slice's segmentation; a ground-truth use that needs no CLIP weights)."""
 
     stride: int = 1
-    min_brain_fraction: float = 0.0
     labels: str = "clip"
 
     def __post_init__(self) -> None:

@@ -17,28 +17,23 @@ import torch
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import load_sam_cached, sam_arch
-from clisc.pipeline.steps_cam import roi_masks
+from clisc.pipeline.steps_cam import labelled_volumes, roi_masks
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
 from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
+from clisc.stages.slice_input import brain_of, model_input_volume
 from clisc.stages.unet3d import build_unet, predict_volume, train_unet
 
 
-def brain_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels that differ from the background value (the most common of the 8 corner values):
-    preprocessing sets the background to one constant in either protocol."""
-    corners = image[np.ix_(*[[0, n - 1] for n in image.shape])].ravel()
-    values, counts = np.unique(corners, return_counts=True)
-    return image != values[np.argmax(counts)]
-
-
-def sam_volume(image: np.ndarray, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
+def sam_volume(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
                brain_only: bool) -> np.ndarray:
-    """SAM over a volume's slices ``XxYxZ`` bool, each prompted from its ``roi`` slice (``XxYxZ``;
-    the "official" prompt variant ranks its points on this binary ROI x image, as the code does on
-    its post-processed CAM); zeroed outside the brain with ``brain_only`` (``sam.brain_only``)."""
-    masks = segment_volume(image, roi, prompts, sam)
-    return masks & brain_mask(image) if brain_only else masks
+    """SAM over a volume's slices ``XxYxZ`` bool (the 2D model input: background black,
+    ``clisc.stages.slice_input``), each prompted from its ``roi`` slice (``XxYxZ``; the "official"
+    prompt variant ranks its points on this binary ROI x image, as the code does on its
+    post-processed CAM); zeroed outside the brain with ``brain_only`` (``sam.brain_only``)."""
+    brain = brain_of(volume)
+    masks = segment_volume(model_input_volume(volume.image, brain), roi, prompts, sam)
+    return masks & brain if brain_only else masks
 
 
 def segmenter(ctx: RunContext) -> SamSegmenter:
@@ -91,7 +86,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
     sam = segmenter(ctx)
 
     def run(volume: Volume) -> np.ndarray:
-        return sam_volume(volume.image, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
+        return sam_volume(volume, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "brain_only": s.sam.brain_only,
                 "model": sam.model_tag}
@@ -105,11 +100,12 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
     brain_only = ctx.settings.sam.brain_only
 
     def run(volume: Volume) -> np.ndarray:
-        return sam_volume(volume.image, volume.label.astype(bool), prompts, sam, brain_only)
+        return sam_volume(volume, volume.label.astype(bool), prompts, sam, brain_only)
 
+    volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "brain_only": brain_only,
                 "model": sam.model_tag}
-    return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
 def _unet_settings(ctx: RunContext):
@@ -131,7 +127,8 @@ def train_network(
         train = [v for v in ctx.volumes("train") if v.case_id in labels]
         val = None
         if us.select_on_gt_validation:
-            val = ([v.image for v in ctx.volumes("valid")], [v.label for v in ctx.volumes("valid")])
+            valid = labelled_volumes(ctx, "valid", "gt.select_checkpoints_on_gt")
+            val = ([v.image for v in valid], [v.label for v in valid])
         model = train_unet(
             [v.image for v in train], [labels[v.case_id] for v in train], us, seed=ctx.seed,
             device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
@@ -186,11 +183,12 @@ def s3f(ctx: RunContext) -> tuple[str, S3FScores]:
     sam = segmenter(ctx)
     prompts, brain_only = _s3f_prompts(ctx), s.sam.brain_only
     volumes = ctx.volumes("train")
+    by_image = {id(v.image): v for v in volumes}  # score_predictions hands back the image; SAM needs its volume
 
     def compute(out: Path) -> None:
         scores = score_predictions(
             [v.case_id for v in volumes], [v.image for v in volumes], [preds[v.case_id] for v in volumes],
-            lambda image, pred: sam_volume(image, pred.astype(bool), prompts, sam, brain_only), s.s3f,
+            lambda image, pred: sam_volume(by_image[id(image)], pred.astype(bool), prompts, sam, brain_only), s.s3f,
             progress=ctx.progress,
         )
         (out / "similarity.json").write_text(json.dumps({"similarity": scores.similarities,
@@ -219,7 +217,8 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     return train_network(ctx, "unet_round2", inputs, lambda: select_targets(scores, s.s3f, pseudo)[1], reads)
 
 
-def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]], split: str) -> tuple[str, dict[str, float]]:
+def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]],
+                  split: str) -> tuple[str, dict[str, float]]:
     """The label-free search criterion: per volume of ``split``, the Dice between a method's mask
     (``output`` = ``(key, {case_id: XxYxZ mask})``, prepared as S3F prepares a prediction) and SAM
     prompted from it as in S3F. An empty mask scores 0: a network that finds nothing must not win by
@@ -233,7 +232,7 @@ def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]], sp
         scores = {}
         for volume in ctx.volumes(split):
             mask = prepare_prediction(masks[volume.case_id], s.s3f)
-            agree = similarity(sam_volume(volume.image, mask.astype(bool), prompts, sam, brain_only), mask)
+            agree = similarity(sam_volume(volume, mask.astype(bool), prompts, sam, brain_only), mask)
             scores[volume.case_id] = agree if mask.any() else 0.0
         (out / "agreement.json").write_text(json.dumps(scores))
 
@@ -248,5 +247,6 @@ def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]], sp
 def fully_supervised(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     """Reference row: the same network and schedule trained on the ground-truth masks."""
     return train_network(
-        ctx, "unet_supervised", [ctx.volumes_key], lambda: {v.case_id: v.label for v in ctx.volumes("train")}
+        ctx, "unet_supervised", [ctx.volumes_key],
+        lambda: {v.case_id: v.label for v in labelled_volumes(ctx, "train", "the fully supervised U-Net")},
     )

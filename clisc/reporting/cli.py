@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clisc.errors import CliscError
@@ -15,8 +16,15 @@ from clisc.tracking.ui import ui_command
 EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta")
 
 
-def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> tuple[list[Path], list[str]]:
+def _stderr(message: str) -> None:
+    print(f"clisc: {message}", file=sys.stderr)
+
+
+def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
+                  warn: Callable[[str], None] = _stderr) -> tuple[list[Path], list[str]]:
     """Write every table/figure the runs in ``tracking_uri`` allow; returns (files written, missing experiments).
+    Each table's warnings (e.g. a method the paper calls label-free whose runs used ground truth) go to
+    ``warn`` (default: stderr) as well as into the table's notes.
 
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf}.
@@ -33,12 +41,18 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> t
                 missing.append(experiment)
                 continue
             if experiment == "table1":
-                written += write_table(table1(results), out / "table1")
+                table = table1(results)
+                for warning in table.attrs["warnings"]:
+                    warn(f"{experiment}: {warning}")
+                written += write_table(table, out / "table1")
                 written += write_table(size_table(results), out / "table1_size_groups")
                 if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
                     written += qualitative_figure(results, out / "qualitative")
             elif experiment == "table2":
-                written += write_table(table2(results), out / "table2")
+                table = table2(results)
+                for warning in table.attrs["warnings"]:
+                    warn(f"{experiment}: {warning}")
+                written += write_table(table, out / "table2")
             else:
                 written += sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
     return written, missing

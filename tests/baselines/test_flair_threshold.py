@@ -53,10 +53,8 @@ def test_real_cases_beat_chance(brats_sample: Path) -> None:
     size placed at random in the brain would score on average."""
     from clisc.data.discovery import discover_cases
     from clisc.data.preprocessing import load_volumes
-    from clisc.pipeline.steps_seg import brain_mask
-
     volume = load_volumes(discover_cases(brats_sample)[:1], progress=False)[0]
-    brain = brain_mask(volume.image)
+    brain = volume.brain
     mask = threshold_flair(volume.image, brain, volume.spacing, FlairThresholdSettings())
     predicted, true, total = mask.sum(), volume.label.sum(), brain.sum()
     chance = 2 * predicted * true / total / (predicted + true)

@@ -79,3 +79,21 @@ def test_searching_a_setting_the_method_never_reads_is_a_one_line_error(syntheti
     with pytest.raises(CliscError, match="s3f.beta does not affect") as err:
         run_pipeline_search(spec, _args(tmp_path, synthetic_dataset, objective, tracking_uri), {})
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("objective,label_free", [("label_free", True), ("validation_dice", False)])
+def test_a_search_from_settings_tuned_on_labels_is_not_label_free(tmp_path, monkeypatch, objective, label_free):
+    import clisc.search.study as study_module
+    from clisc.pipeline.settings_file import read_settings_file, write_settings_file
+
+    seen = {}
+    monkeypatch.setattr(study_module, "run_search", lambda fn, *args, **kwargs: seen.update(fn=fn, **kwargs))
+    tuned = read_settings_file(write_settings_file(tmp_path / "best.yaml", {
+        "study": "earlier", "objective": "validation_dice", "label_free": False}, {"cam.threshold": 0.45}))
+    args = _args(tmp_path, tmp_path / "data", objective, None)
+    args.split = tmp_path / "split.csv"
+    run_pipeline_search(SPEC, args, {}, ("BraTS20_Training_009",), None)
+    assert seen["label_free"] is label_free and seen["fn"].keywords["split_file"] == str(tmp_path / "split.csv")
+    assert seen["fn"].keywords["skip_cases"] == ("BraTS20_Training_009",)
+    run_pipeline_search(SPEC, args, {}, (), tuned)
+    assert seen["label_free"] is False and seen["fn"].keywords["settings_file"] is tuned

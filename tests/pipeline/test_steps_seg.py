@@ -3,6 +3,7 @@ and S3F's beta / round-2 targets applied after its cached SAM pass."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,10 +24,11 @@ def _run(method: str, data: Path, cache: Path, lines: list[str] | None = None, p
 @pytest.mark.parametrize("brain_only", [False, True])
 def test_sam_masks_are_restricted_to_the_brain_only_by_the_switch(monkeypatch, brain_only):
     image = np.zeros((8, 8, 3), np.float32)
-    image[2:6, 2:6, :] = 1.0  # brain; background 0
+    image[2:6, 2:6, :] = 1.0
+    volume = SimpleNamespace(image=image, brain=image > 0)
     monkeypatch.setattr(steps_seg, "segment_volume", lambda image, roi, prompts, sam: np.ones(image.shape, bool))
-    out = steps_seg.sam_volume(image, np.ones(image.shape, bool), PromptSettings(), None, brain_only)
-    assert np.array_equal(out, image > 0) if brain_only else out.all()
+    out = steps_seg.sam_volume(volume, np.ones(image.shape, bool), PromptSettings(), None, brain_only)
+    assert np.array_equal(out, volume.brain) if brain_only else out.all()
     assert not resolve_settings().sam.brain_only and resolve_settings("official").sam.brain_only
 
 
