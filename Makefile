@@ -36,7 +36,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,crf]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -81,6 +81,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_bench.py
 	$(PY) benchmarks/sam_stage_bench.py
+	$(PY) benchmarks/foundation_baselines_bench.py
 	$(PY) benchmarks/paper_scale.py --device $(DEVICE)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/scale_bench.py
 
