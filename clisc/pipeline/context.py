@@ -48,6 +48,7 @@ class RunContext:
     split_path: Path | None = None
     stage_times: dict[str, float] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)  # model -> sha256 or "random"
+    histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stage -> per-epoch rows
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -126,10 +126,17 @@ def run_method(
         "split_file": ctx.split_path.name,
         "scored_split": split,
     }
-    result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+    result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
+                          histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
     if out_dir is not None:
         result.artifacts = write_run_folder(Path(out_dir), result, settings, qualitative_slices(volumes, preds))
     return result
+
+
+def split_table(ctx: RunContext) -> pd.DataFrame:
+    """The run's split as a table: ``case_id, split`` (train, then valid, then test)."""
+    rows = [(case, part) for part, cases in ctx.split.items() for case in cases]
+    return pd.DataFrame(rows, columns=["case_id", "split"])
 
 
 def write_run_folder(out: Path, result: MethodResult, settings: Settings, slices: dict[str, np.ndarray]) -> dict[str, Path]:

@@ -26,7 +26,7 @@ def s3f_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     """Per-training-case SAM-vs-network agreement (column ``s3f_agreement``, percent), label-free."""
     from clisc.pipeline.context import RunContext
     from clisc.pipeline.methods import get_method
-    from clisc.pipeline.run import method_settings
+    from clisc.pipeline.run import method_settings, split_table
     from clisc.pipeline.steps_seg import s3f
 
     settings = method_settings(get_method(method), settings_kwargs["protocol"], settings_kwargs["profile"],
@@ -37,8 +37,10 @@ def s3f_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     per_case = pd.DataFrame({"case_id": list(result["similarity"]),
                              "s3f_agreement": [100.0 * v for v in result["similarity"].values()]})
     tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
-            "label_free": str(settings.label_free).lower(), "scored_split": "train (no labels)"}
-    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+            "label_free": str(settings.label_free).lower(), "scored_split": "train (no labels)",
+            "dataset": ctx.fingerprint, "split_file": ctx.split_path.name}
+    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
+                        histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
 
 
 def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: int, objective: str,

@@ -16,6 +16,7 @@ import torch
 
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
+from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import load_sam_cached, sam_arch
 from clisc.pipeline.steps_cam import cam_rois
 from clisc.stages.prompts import PromptSettings
@@ -125,14 +126,18 @@ def train_network(
         val = None
         if us.select_on_gt_validation:
             val = ([v.image for v in ctx.volumes("valid")], [v.label for v in ctx.volumes("valid")])
+        scratch = ctx.scratch(name, key)
+        curve = EpochRecorder(scratch / HISTORY_FILE)  # beside the checkpoint: a resumed run keeps its curve
         model = train_unet(
             [v.image for v in train], [labels[v.case_id] for v in train], us, seed=ctx.seed,
-            device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
+            device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=scratch, on_epoch=curve,
         )
+        curve.write(out / HISTORY_FILE)
         torch.save(model.state_dict(), out / "model.pt")
         (out / "cases.json").write_text(json.dumps([v.case_id for v in train]))
 
     def load(path: Path) -> torch.nn.Module:
+        ctx.histories[name] = read_history(path / HISTORY_FILE)
         model = build_unet(us)
         model.load_state_dict(torch.load(path / "model.pt", map_location=ctx.device))
         return model.to(ctx.device).eval()

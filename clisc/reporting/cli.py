@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clisc.errors import CliscError
+from clisc.pipeline.result import MethodResult
 from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
 from clisc.tracking.ui import ui_command
@@ -21,9 +22,6 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> t
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf}.
     """
-    from clisc.reporting.figures import qualitative_figure, sweep_figure
-    from clisc.reporting.tables import size_table, table1, table2, write_table
-
     written: list[Path] = []
     missing: list[str] = []
     with tempfile.TemporaryDirectory(prefix="clisc-report-") as downloads:
@@ -32,16 +30,24 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> t
             if not results:
                 missing.append(experiment)
                 continue
-            if experiment == "table1":
-                written += write_table(table1(results), out / "table1")
-                written += write_table(size_table(results), out / "table1_size_groups")
-                if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
-                    written += qualitative_figure(results, out / "qualitative")
-            elif experiment == "table2":
-                written += write_table(table2(results), out / "table2")
-            else:
-                written += sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
+            written += report_experiment(experiment, results, out)
     return written, missing
+
+
+def report_experiment(experiment: str, results: Sequence[MethodResult], out: Path) -> list[Path]:
+    """The tables/figures of one of ``EXPERIMENTS`` from its results (see :func:`write_reports`)."""
+    from clisc.reporting.figures import qualitative_figure, sweep_figure
+    from clisc.reporting.tables import size_table, table1, table2, write_table
+
+    if experiment == "table1":
+        written = write_table(table1(results), out / "table1")
+        written += write_table(size_table(results), out / "table1_size_groups")
+        if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
+            written += qualitative_figure(results, out / "qualitative")
+        return written
+    if experiment == "table2":
+        return write_table(table2(results), out / "table2")
+    return sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
 
 
 def _report(args: argparse.Namespace) -> int:
