@@ -81,4 +81,5 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
     return run_search(fn, spec["space"], args.trials or int(spec.get("n_trials", 12)), study_name,
                       storage=args.storage, workers=args.workers, objective_metric=OBJECTIVES[objective],
                       direction="maximize", tracking_uri=args.tracking_uri, label_free=label_free,
-                      seed=int(spec.get("seed", 0)))
+                      seed=int(spec.get("seed", 0)), objective_name=objective,
+                      reports=Path(getattr(args, "reports", None) or "reports"))
