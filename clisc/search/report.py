@@ -82,10 +82,8 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
             continue
         first = axes.flat[0] if hasattr(axes, "flat") else axes
         fig = first.figure
-        fig.set_size_inches(max(fig.get_size_inches()[0], 7), max(fig.get_size_inches()[1], 4.5))
-        fig.tight_layout()
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=110, metadata={"Software": None})
+        fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # Optuna's own layout
         plt.close(fig)
         written.append(path)
     return written

@@ -1,0 +1,112 @@
+"""A search killed with SIGKILL resumes to the requested number of trials; a finished search leaves
+Optuna's plots and best.yaml."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+
+from clisc.search.report import best_overrides, set_line
+from clisc.search.study import INTERRUPTED_ATTR, open_storage, run_search
+
+HERE = Path(__file__).resolve().parent
+SPACE = {"alpha": {"type": "float", "low": 0, "high": 30, "step": 10},
+         "s3f.beta": {"type": "categorical", "choices": [0.0, 20.0]}}
+TrialState = optuna.trial.TrialState
+WORKER = """
+import functools, sys
+sys.path.insert(0, {here!r})
+import clisc_search_toy_objective as toy
+from clisc.search.study import run_search
+run_search(functools.partial(toy.slow_objective, delay=1.5), {space!r}, n_trials=4, study_name="resume",
+           storage={storage!r}, tracking_uri={uri!r}, label_free=False)
+"""
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_without_repeating_finished_trials(toy, tracking_uri, tmp_path) -> None:
+    storage = str(tmp_path / "resume.log")
+    code = WORKER.format(here=str(HERE), space=SPACE, storage=storage, uri=tracking_uri)
+    worker = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def states() -> list[TrialState]:
+        if not Path(storage).exists():
+            return []
+        return [t.state for t in optuna.load_study(study_name="resume", storage=open_storage(storage)).trials]
+
+    try:
+        wait_for(lambda: states().count(TrialState.COMPLETE) == 2 and TrialState.RUNNING in states()
+                 or worker.poll() is not None, 240, "2 finished trials and a running one")
+        assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+        worker.send_signal(signal.SIGKILL)  # kill -9 in the middle of trial 2
+        worker.wait(30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.stderr.close()
+    before = optuna.load_study(study_name="resume", storage=open_storage(storage)).trials
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
+
+    study = run_search(toy.toy_objective, SPACE, n_trials=4, study_name="resume", storage=storage,
+                       tracking_uri=tracking_uri, label_free=False)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert [(t.params, t.value) for t in trials[:2]] == [(t.params, t.value) for t in before[:2]]  # not re-run
+    assert trials[2].user_attrs[INTERRUPTED_ATTR] is True
+    client = mlflow.MlflowClient(tracking_uri)
+    assert client.get_run(trials[2].user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    experiment = client.get_experiment_by_name("search/resume")
+    parents = client.search_runs([experiment.experiment_id], "tags.`clisc.role` = 'search'", order_by=["start_time"])
+    assert [r.info.status for r in parents] == ["KILLED", "FINISHED"]
+    assert parents[1].data.params["trials_before"] == "2"
+
+
+def test_a_finished_study_is_not_run_again(toy, tracking_uri, tmp_path) -> None:
+    storage = str(tmp_path / "done.log")
+    run_search(toy.toy_objective, SPACE, n_trials=2, study_name="done", storage=storage, tracking_uri=tracking_uri,
+               label_free=False)
+    study = run_search(toy.toy_objective, SPACE, n_trials=2, study_name="done", storage=storage,
+                       tracking_uri=tracking_uri, label_free=False)
+    assert len(study.trials) == 2
+    assert len(run_search(toy.toy_objective, SPACE, n_trials=3, study_name="done", storage=storage,
+                          tracking_uri=tracking_uri, label_free=False).trials) == 3
+
+
+def test_search_report_plots_and_best_yaml(toy, tracking_uri, tmp_path) -> None:
+    storage = str(tmp_path / "report.log")
+    study = run_search(toy.toy_objective, SPACE, n_trials=5, study_name="report", storage=storage,
+                       tracking_uri=tracking_uri, label_free=False, objective_name="validation_dice",
+                       reports=tmp_path / "reports")
+    folder = tmp_path / "reports" / "search" / "report"
+    assert {p.name for p in folder.iterdir()} == {"optimization_history.png", "param_importances.png", "slice.png",
+                                                  "parallel_coordinate.png", "best.yaml"}
+    text = (folder / "best.yaml").read_text()
+    lines = text.splitlines()
+    assert len(lines) == 2 and re.fullmatch(r"provenance: \{study: report, storage: .+, objective: validation_dice, "
+                                            r"label_free: false, best_trial: \d+, value: [\d.]+\}", lines[0])
+    assert re.fullmatch(r"overrides: \{alpha: [\d.]+, s3f\.beta: [\d.]+\}", lines[1])
+    best = yaml.safe_load(text)
+    assert best["provenance"]["best_trial"] == study.best_trial.number and best["provenance"]["value"] == study.best_value
+    assert best["overrides"] == study.best_params
+    assert set_line(best_overrides(study)) == " ".join(f"--set {k}={v}" for k, v in study.best_params.items())
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("search/report")
+    parent = client.search_runs([experiment.experiment_id], "tags.`clisc.role` = 'search'")[0]
+    assert {"best.yaml", "optimization_history.png"} <= {f.path for f in client.list_artifacts(parent.info.run_id)}
