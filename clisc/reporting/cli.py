@@ -11,7 +11,7 @@ from clisc.errors import CliscError
 from clisc.pipeline.result import MethodResult
 from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
-from clisc.tracking.ui import ui_command
+from clisc.tracking.ui import ui_command, ui_lines
 
 EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta")
 
@@ -64,7 +64,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print("\n".join(ui_lines(uri, args.host, args.port)), flush=True)
     try:
         return subprocess.run(ui_command(uri, host=args.host, port=args.port), check=False).returncode
     except KeyboardInterrupt:

@@ -225,7 +225,8 @@ class ExperimentRecorder:
             log.warning("marked %d parent run(s) of killed processes KILLED: %s", len(stale), ", ".join(stale))
         run = self.client.create_run(
             self.experiment_id, run_name=self.experiment,
-            tags={**self.tags, ROLE_TAG: "experiment", OWNER_TAG: owner()}
+            tags={**self.tags, ROLE_TAG: "experiment", OWNER_TAG: owner(),
+                  **({DESCRIPTION_TAG: str(description)} if description else {})}
         )
         self.parent_run_id = run.info.run_id
         plain_spec = json.loads(json.dumps(self.spec, default=str))  # Paths, numpy scalars -> YAML-safe

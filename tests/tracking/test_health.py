@@ -43,6 +43,8 @@ def test_local_stores_need_no_probe(tmp_path) -> None:
 
 
 def test_experiment_against_a_down_server_stops_before_any_stage(tmp_path, tiny_brats_dir) -> None:
+    import clisc.pipeline.run  # noqa: F401  (the imports, slow on a loaded machine, are not what is timed)
+
     uri = f"http://127.0.0.1:{closed_port()}"
     start = time.monotonic()
     with pytest.raises(CliscError, match="nothing was run"):

@@ -110,3 +110,14 @@ def stop_group(server: subprocess.Popen) -> None:
                 continue
     finally:
         server.stderr.close()
+
+
+def test_ui_lines_link_each_experiment_to_its_runs_table(tracking_uri: str, fakes) -> None:
+    from clisc.tracking.ui import ui_lines
+
+    with ExperimentRecorder("linked", {"methods": ["clisc"]}, tracking_uri=tracking_uri) as rec:
+        rec.log_result(fakes.fake_result("clisc", [50, 60]))
+        experiment_id = rec.experiment_id
+    lines = ui_lines(tracking_uri, port=5123)
+    assert lines[0].endswith("at http://127.0.0.1:5123/ (Ctrl-C stops it)") and "Model training" in lines[1]
+    assert f"  runs of linked: http://127.0.0.1:5123/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in lines
