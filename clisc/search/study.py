@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,9 @@ def open_storage(spec: str) -> BaseStorage:
     """What Optuna takes for ``spec``: an RDBStorage with heartbeats for a URL (trials of a worker on
     another machine that died are failed after ``GRACE_S``), or a JournalStorage on the file (created)."""
     if "://" in spec:
-        return RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and the documented way
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     Path(spec).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(spec))
 

@@ -32,3 +32,10 @@ def slow_objective(params: dict[str, Any], delay: float) -> MethodResult:
 
     time.sleep(delay)
     return toy_objective(params)
+
+
+def slow_objective_partial(delay: float = 0.5):
+    """A picklable :func:`slow_objective` with ``delay`` (so that two workers both take trials)."""
+    import functools
+
+    return functools.partial(slow_objective, delay=delay)
