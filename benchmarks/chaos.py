@@ -4,9 +4,9 @@
 
 1. An uninterrupted ``clisc run clisc`` (tiny profile, 10 small synthetic cases, a few more epochs so
    that every stage takes a moment) gives the reference per-case CSV.
-2. Chains of runs on a fresh cache: each run is SIGKILLed at a random moment (seeded) of the first stage
-   it computes, the next run resumes from what the killed one left, and so on through every stage; the
-   chain's last run goes to the end, and its per-case CSV must equal the reference. After every kill,
+2. Chains of runs on a fresh cache: the i-th run of a chain is SIGKILLed at a random moment (seeded) of
+   the i-th stage of the reference run, the next run resumes from what the killed one left, and so on
+   through every stage; the chain's last run goes to the end, and its per-case CSV must equal the reference. After every kill,
    every published cache entry must still be complete (manifest present).
 3. Two ``clisc experiment`` processes started at once on one cache and one MLflow store: both must
    finish, a third run must reuse every stage (no entry is corrupt), and all three must give the
@@ -46,7 +46,7 @@ def clisc(*args: str) -> list[str]:
 def run_method(data: Path, cache: Path, out: Path, kill_after: dict[str, float] | None = None,
                rng: random.Random | None = None) -> tuple[int, str | None, list[str]]:
     """``clisc run clisc``; with ``kill_after`` (stage -> reference seconds), SIGKILL it a random moment
-    into the first stage it computes. Returns (exit code, stage killed in or None, output lines)."""
+    into the first of those stages it computes. Returns (exit code, stage killed in or None, lines)."""
     argv = clisc("run", "clisc", "--data", str(data), "--cache", str(cache), "--out", str(out), *PROFILE)
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     lines: list[str] = []
@@ -61,7 +61,7 @@ def run_method(data: Path, cache: Path, out: Path, kill_after: dict[str, float] 
         started = RUNNING.match(line)
         if started:
             state["stage"] = started.group(1)
-            if kill_after is not None and state["timer"] is None:
+            if kill_after is not None and state["timer"] is None and started.group(1) in kill_after:
                 delay = rng.uniform(0.0, 1.0) * kill_after.get(started.group(1), 1.0)
                 state["timer"] = threading.Timer(delay, kill)
                 state["timer"].start()
@@ -74,7 +74,7 @@ def run_method(data: Path, cache: Path, out: Path, kill_after: dict[str, float] 
 def incomplete_entries(cache: Path) -> list[Path]:
     """Published entries (``<stage>/<key>/``, not hidden) without their manifest: a corrupt cache."""
     return [p for p in cache.glob("*/*") if p.is_dir() and not p.name.startswith(".") and p.parent.name not in
-            ("_work", "splits", "sam_embeddings", "volumes") and not (p / "_entry.json").is_file()]
+            ("_work", "splits", "sam_embeddings", "preprocessed") and not (p / "_entry.json").is_file()]
 
 
 def per_case(folder: Path) -> pd.DataFrame:
@@ -85,8 +85,10 @@ def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return a.shape == b.shape and bool((a.fillna(-1) == b.fillna(-1)).all().all())
 
 
-def chaos_chains(data: Path, work: Path, reference: pd.DataFrame, durations: dict[str, float], kills: int,
-                 seed: int) -> dict:
+def chaos_chains(data: Path, work: Path, reference: pd.DataFrame, durations: dict[str, float],
+                 sequence: list[str], kills: int, seed: int) -> dict:
+    """Chains of kills on fresh caches: the i-th kill of a chain hits the i-th stage of ``sequence``
+    (the reference run's order; a stage already cached is skipped), each at a random moment."""
     rng = random.Random(seed)
     stats = {"kills": 0, "survived": 0, "by_stage": Counter(), "chains": 0, "identical": 0, "corrupt": 0,
              "late": 0}
@@ -94,8 +96,10 @@ def chaos_chains(data: Path, work: Path, reference: pd.DataFrame, durations: dic
     while stats["kills"] < kills:
         chain += 1
         cache, out = work / f"chain{chain}" / "cache", work / f"chain{chain}" / "runs"
-        while stats["kills"] < kills:
-            code, stage, lines = run_method(data, cache, out, durations, rng)
+        target = 0
+        while stats["kills"] < kills and target < len(sequence):
+            allowed = {name: durations[name] for name in sequence[target:]}
+            code, stage, lines = run_method(data, cache, out, allowed, rng)
             if stage is None:  # finished (or failed) before the kill: the chain is at its end
                 if code != 0:
                     print("\n".join(lines[-20:]))
@@ -104,6 +108,7 @@ def chaos_chains(data: Path, work: Path, reference: pd.DataFrame, durations: dic
                 break
             stats["kills"] += 1
             stats["by_stage"][stage] += 1
+            target = next(i for i in range(target, len(sequence)) if sequence[i] == stage) + 1
             broken = incomplete_entries(cache)
             stats["corrupt"] += len(broken)
             print(f"[chaos] chain {chain}: kill {stats['kills']:2d} in {stage:<18} "
@@ -164,6 +169,7 @@ def main() -> int:
         print("\n".join(lines[-20:]))
         raise SystemExit("the uninterrupted reference run failed")
     durations: dict[str, float] = {}
+    sequence = [m.group(1) for m in map(RUNNING.match, lines) if m]
     for line in lines:
         done = COMPUTED.match(line)
         if done:
@@ -171,7 +177,7 @@ def main() -> int:
     reference = per_case(args.work / "ref_runs")
     print(f"[chaos] reference run: stages {', '.join(f'{k} {v:.1f}s' for k, v in durations.items())}", flush=True)
 
-    chains = chaos_chains(data, args.work, reference, durations, args.kills, args.seed)
+    chains = chaos_chains(data, args.work, reference, durations, sequence, args.kills, args.seed)
     concurrent = concurrent_experiments(data, args.work, reference)
     print()
     print(f"kills survived:            {chains['survived']}/{chains['kills']} "

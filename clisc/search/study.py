@@ -144,11 +144,25 @@ class TrialObjective:
         return value
 
 
-def _optimize(study_name: str, spec: str, n_trials: int, sampler_seed: int, objective: TrialObjective) -> None:
-    """One worker: load the shared study and run ``n_trials`` trials; failing trials are recorded FAIL."""
+@dataclass(frozen=True)
+class StopAt:
+    """Optuna callback: stop this worker once the study's finished + running trials reach ``n_trials``
+    (workers on other machines count too, so N machines together run about ``n_trials``)."""
+
+    n_trials: int
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trials_done(study) + trials_running(study) >= self.n_trials:
+            study.stop()
+
+
+def _optimize(study_name: str, spec: str, n_trials: int, sampler_seed: int, objective: TrialObjective,
+              total: int) -> None:
+    """One worker: load the shared study and run up to ``n_trials`` trials, stopping early once the
+    study holds ``total``; failing trials are recorded FAIL."""
     study = optuna.load_study(study_name=study_name, storage=open_storage(spec),
                               sampler=optuna.samplers.TPESampler(seed=sampler_seed))
-    study.optimize(objective, n_trials=n_trials, catch=(Exception,))
+    study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=[StopAt(total)])
 
 
 def fail_orphaned_trials(study: optuna.Study, tracking_uri: str | None = None) -> list[int]:
@@ -180,14 +194,19 @@ def trials_done(study: optuna.Study) -> int:
                if not t.user_attrs.get(INTERRUPTED_ATTR))
 
 
+def trials_running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+
 def split_trials(n_trials: int, workers: int) -> list[int]:
     """``n_trials`` shared out over at most ``workers`` processes, as evenly as possible."""
     return [n for n in (n_trials // workers + (i < n_trials % workers) for i in range(workers)) if n > 0]
 
 
-def _run_workers(study_name: str, spec: str, counts: list[int], seed: int, objective: TrialObjective) -> None:
+def _run_workers(study_name: str, spec: str, counts: list[int], seed: int, objective: TrialObjective,
+                 total: int) -> None:
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_optimize, args=(study_name, spec, n, seed + i, objective),
+    processes = [context.Process(target=_optimize, args=(study_name, spec, n, seed + i, objective, total),
                                  name=f"{study_name}-worker{i}") for i, n in enumerate(counts)]
     for process in processes:
         process.start()
@@ -249,7 +268,7 @@ def run_search(
     interrupted = fail_orphaned_trials(study, client.tracking_uri)
     if interrupted:
         log.warning("study %s: trials %s of a killed worker marked failed", study_name, interrupted)
-    remaining = n_trials - trials_done(study)
+    remaining = n_trials - trials_done(study) - trials_running(study)  # running: other machines' workers
     seed += len(study.trials)  # a resumed study draws new points, not the first run's again
 
     experiment_id = get_or_create_experiment(client, f"search/{study_name}",
@@ -260,7 +279,7 @@ def run_search(
             OWNER_TAG: owner()}
     parent = client.create_run(experiment_id, run_name=study_name, tags=tags).info.run_id
     log_flat(client, parent, params={**flatten_params({"space": space}), "n_trials": str(n_trials),
-                                     "trials_before": str(n_trials - remaining), "workers": str(workers),
+                                     "trials_before": str(trials_done(study)), "workers": str(workers),
                                      "seed": str(seed)})
     trial_objective = TrialObjective(objective, space, objective_metric, label_free, study_name,
                                      client.tracking_uri, experiment_id, parent)
@@ -269,9 +288,9 @@ def run_search(
         counts = split_trials(remaining, workers) if remaining > 0 else []
         if len(counts) == 1:
             study.sampler = optuna.samplers.TPESampler(seed=seed)
-            study.optimize(trial_objective, n_trials=counts[0], catch=(Exception,))
+            study.optimize(trial_objective, n_trials=counts[0], catch=(Exception,), callbacks=[StopAt(n_trials)])
         elif counts:
-            _run_workers(study_name, spec, counts, seed, trial_objective)
+            _run_workers(study_name, spec, counts, seed, trial_objective, n_trials)
         status = "FINISHED"
     finally:
         study = optuna.load_study(study_name=study_name, storage=open_storage(spec))

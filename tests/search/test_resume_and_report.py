@@ -27,7 +27,7 @@ import functools, sys
 sys.path.insert(0, {here!r})
 import clisc_search_toy_objective as toy
 from clisc.search.study import run_search
-run_search(functools.partial(toy.slow_objective, delay=1.5), {space!r}, n_trials=4, study_name="resume",
+run_search(functools.partial(toy.slow_objective, delay=3.0), {space!r}, n_trials=4, study_name="resume",
            storage={storage!r}, tracking_uri={uri!r}, label_free=False)
 """
 
@@ -46,14 +46,18 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(toy, tracking
     worker = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def states() -> list[TrialState]:
+    def trials() -> list[optuna.trial.FrozenTrial]:
         if not Path(storage).exists():
             return []
-        return [t.state for t in optuna.load_study(study_name="resume", storage=open_storage(storage)).trials]
+        return optuna.load_study(study_name="resume", storage=open_storage(storage)).trials
+
+    def mid_third_trial() -> bool:  # 2 trials done, the 3rd running with its MLflow run open
+        now = trials()
+        return ([t.state for t in now] == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING]
+                and "mlflow_run_id" in now[2].user_attrs)
 
     try:
-        wait_for(lambda: states().count(TrialState.COMPLETE) == 2 and TrialState.RUNNING in states()
-                 or worker.poll() is not None, 240, "2 finished trials and a running one")
+        wait_for(lambda: mid_third_trial() or worker.poll() is not None, 240, "2 finished trials and a running one")
         assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
         worker.send_signal(signal.SIGKILL)  # kill -9 in the middle of trial 2
         worker.wait(30)
@@ -110,3 +114,15 @@ def test_search_report_plots_and_best_yaml(toy, tracking_uri, tmp_path) -> None:
     experiment = client.get_experiment_by_name("search/report")
     parent = client.search_runs([experiment.experiment_id], "tags.`clisc.role` = 'search'")[0]
     assert {"best.yaml", "optimization_history.png"} <= {f.path for f in client.list_artifacts(parent.info.run_id)}
+
+
+def test_trials_running_on_another_machine_count_towards_the_total(toy, tracking_uri, tmp_path) -> None:
+    storage = str(tmp_path / "shared.log")
+    shared = optuna.create_study(study_name="shared", storage=open_storage(storage), direction="maximize")
+    shared.tell(shared.ask({"alpha": optuna.distributions.FloatDistribution(0, 30, step=10)}), 5.0)
+    elsewhere = shared.ask()  # a live worker on another machine: left alone, and counted
+    elsewhere.set_user_attr("owner", "another-host@4242")
+    study = run_search(toy.toy_objective, SPACE, n_trials=4, study_name="shared", storage=storage,
+                       tracking_uri=tracking_uri, label_free=False)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 3 and states[1] == TrialState.RUNNING and len(states) == 4
