@@ -44,7 +44,35 @@ def write_brats_case(root: Path, case_id: str, seed: int = 0, shape: tuple[int, 
     return flair_path, seg_path
 
 
+def write_reoriented_case(case_dir: Path, root: Path, axcodes: tuple[str, str, str]) -> Path:
+    """Copy every NIfTI file of ``case_dir`` into ``root/<case>/`` with its voxels reordered to
+    nibabel axis codes ``axcodes`` (same world coordinates, same voxel values); returns the folder."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    folder = root / case_dir.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(case_dir.glob("*.nii*")):
+        image = nib.load(path)
+        image = image.as_reoriented(ornt_transform(io_orientation(image.affine), axcodes2ornt(axcodes)))
+        nib.save(image, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _split_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Split files go to a session temp folder ($CLISC_SPLITS_DIR), never to the checkout's splits/."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLISC_SPLITS_DIR", str(tmp_path_factory.mktemp("splits")))
+        yield
+
+
 @pytest.fixture
+def reoriented_case_writer() -> Callable[..., Path]:
+    """:func:`write_reoriented_case`: a case stored in another voxel order."""
+    return write_reoriented_case
+
+
+@pytest.fixture(scope="session")
 def brats_sample() -> Path:
     """The 12 real BraTS 2018 cases in ``<repo>/../shared/data/brats-sample``; skips when absent."""
     if not BRATS_SAMPLE.is_dir():

@@ -8,8 +8,8 @@ from pathlib import Path
 from clisc.data.check import check_dataset
 from clisc.data.discovery import dataset_fingerprint, discover_cases
 from clisc.data.preprocessing import MODES, PreprocessedStore, PreprocessSettings, load_volumes
-from clisc.data.split import (SPLITS, check_split_matches, import_public_split, load_or_create_split,
-                              write_split_csv)
+from clisc.data.split import (SPLITS, check_split_matches, default_split_dir, import_public_split,
+                              load_or_create_split, write_split_csv)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def _split(args: argparse.Namespace) -> int:
     if args.import_public:
         cases = discover_cases(args.dir)
         split = import_public_split(*args.import_public)
-        out = Path(args.out) if args.out else Path("splits") / f"{dataset_fingerprint(cases)}_public.csv"
+        out = Path(args.out) if args.out else default_split_dir() / f"{dataset_fingerprint(cases)}_public.csv"
         check_split_matches(split, [c.case_id for c in cases], args.import_public[0])
         path = write_split_csv(out, split)
     else:
@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("dir", help="dataset folder")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--out", help="split CSV, reused when it exists (default: splits/<dataset fingerprint>_seed<seed>.csv, "
-                            "or _public.csv with --import-public, under the current folder)")
+                            "or _public.csv with --import-public; splits/ is $CLISC_SPLITS_DIR if set, and is where "
+                            "`clisc run` looks for its split; pass another file with `clisc run --split FILE`)")
     split.add_argument("--import-public", nargs=3, metavar=("TRAIN", "VALID", "TEST"),
                        help="the public code's train/valid/test CSVs (image_pth,mask_pth)")
     split.set_defaults(func=_split)

@@ -1,18 +1,30 @@
-"""Load one BraTS case (FLAIR + segmentation) and validate it; every problem is a one-line DataError."""
+"""Load one BraTS case (FLAIR + segmentation) and validate it; every problem is a one-line DataError.
+
+Orientation: the 2D stages slice ``vol[:, :, z]`` and assume BraTS's voxel order, axis codes
+``BRATS_AXCODES`` = ("L", "P", "S") (nibabel ``aff2axcodes``: x towards the left, y towards
+posterior, z towards superior; every BraTS 2018/2020/2021 file has the affine diag(-1, -1, 1)).
+A file stored in any other axis order or direction is reoriented on load (axes permuted and
+flipped, no resampling) so that ``[:, :, z]`` is an axial slice; the case keeps its native codes
+(``RawCase.axcodes``) so outputs can be written back in the file's own grid
+(``clisc.data.native``). An affine without a clear axis per voxel dimension is refused.
+"""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from nibabel.spatialimages import HeaderDataError
 
 from clisc.data.discovery import CaseFiles
 from clisc.errors import DataError
 
+BRATS_AXCODES = ("L", "P", "S")
 VALID_LABELS = (0, 1, 2, 4)
 AFFINE_ATOL = 1e-3
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, ImageFileError, HeaderDataError)
@@ -20,7 +32,11 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, ImageFileError, Heade
 
 @dataclass
 class RawCase:
-    """A case as stored: FLAIR ``XxYxZ`` float32, raw labels ``XxYxZ`` uint8 (or None), its grid."""
+    """A case: FLAIR ``XxYxZ`` float32, raw labels ``XxYxZ`` uint8 (or None), their grid.
+
+    Arrays, ``affine`` and ``spacing`` are in BraTS orientation (``BRATS_AXCODES``) unless loaded
+    with ``reorient=False``; ``axcodes`` are the axis codes of the file as stored.
+    """
 
     case_id: str
     flair: np.ndarray
@@ -28,6 +44,7 @@ class RawCase:
     affine: np.ndarray
     spacing: tuple[float, float, float]
     files: CaseFiles
+    axcodes: tuple[str, str, str] = BRATS_AXCODES
 
 
 def _one_line(err: BaseException) -> str:
@@ -57,6 +74,44 @@ def _spacing(image: nib.Nifti1Image) -> tuple[float, float, float]:
     return (float(zooms[0]), float(zooms[1]), float(zooms[2]))
 
 
+MAX_OBLIQUE_DEGREES = 35.0  # a voxel axis further than this from every scanner axis is refused
+
+
+def axis_codes(path: Path, affine: np.ndarray) -> tuple[str, str, str]:
+    """nibabel axis codes of ``affine``; DataError when the voxel axes are degenerate or a voxel
+    axis lies more than ``MAX_OBLIQUE_DEGREES`` from every scanner axis (no clear axial slice)."""
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    norms = np.linalg.norm(columns, axis=0)
+    if not np.all(norms > 0) or abs(np.linalg.det(columns / norms)) < 1e-3:
+        raise DataError(path, "affine has no clear voxel axes (degenerate matrix); cannot tell axial slices")
+    cosines = np.abs(columns / norms).max(axis=0)
+    worst = float(np.degrees(np.arccos(np.clip(cosines.min(), 0.0, 1.0))))
+    codes = nib.aff2axcodes(affine)
+    if worst > MAX_OBLIQUE_DEGREES or None in codes or len(set(codes)) != 3:
+        raise DataError(path, f"affine has no clear voxel axes (a voxel axis {worst:.0f} degrees oblique); "
+                              "cannot tell axial slices")
+    return tuple(str(c) for c in codes)  # type: ignore[return-value]
+
+
+def to_brats_orientation(codes: tuple[str, str, str]) -> np.ndarray:
+    """nibabel orientation transform (``3x2``) taking arrays with axis ``codes`` to ``BRATS_AXCODES``."""
+    return ornt_transform(axcodes2ornt(codes), axcodes2ornt(BRATS_AXCODES))
+
+
+def from_brats_orientation(codes: tuple[str, str, str]) -> np.ndarray:
+    """The inverse of :func:`to_brats_orientation`: BraTS-ordered arrays back to axis ``codes``."""
+    return ornt_transform(axcodes2ornt(BRATS_AXCODES), axcodes2ornt(codes))
+
+
+def _reoriented(ornt: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
+                spacing: tuple[float, float, float]) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Affine and spacing of an ``XxYxZ`` grid of ``shape`` after ``apply_orientation(., ornt)``."""
+    new_spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(ornt):
+        new_spacing[int(target)] = spacing[axis]
+    return affine @ inv_ornt_aff(ornt, shape), tuple(new_spacing)  # type: ignore[return-value]
+
+
 def whole_tumour(seg: np.ndarray) -> np.ndarray:
     """Whole-tumour mask ``XxYxZ`` uint8 (1 where any tumour label, 0 elsewhere) of a raw BraTS seg."""
     return (seg > 0).astype(np.uint8)
@@ -80,12 +135,13 @@ def _validated_labels(path: Path, seg: np.ndarray) -> np.ndarray:
     return labels
 
 
-def load_case(files: CaseFiles, require_seg: bool = True) -> RawCase:
+def load_case(files: CaseFiles, require_seg: bool = True, reorient: bool = True) -> RawCase:
     """Read and validate a case. The seg is loaded whenever ``files.seg`` is set.
 
     Raises DataError (naming the file) for an unreadable or truncated file, a volume that is not
-    3D, NaN/inf or all-zero FLAIR, a missing seg (when required), unknown labels, and a FLAIR/seg
-    shape or affine mismatch.
+    3D, NaN/inf or all-zero FLAIR, a missing seg (when required), unknown labels, a FLAIR/seg
+    shape or affine mismatch, and an affine without clear axes. With ``reorient`` (the default)
+    the arrays, affine and spacing are returned in BraTS orientation (module docstring).
     """
     flair_image, flair_raw = _read_nifti(files.flair)
     flair = flair_raw.astype(np.float32, copy=False)
@@ -105,4 +161,28 @@ def load_case(files: CaseFiles, require_seg: bool = True) -> RawCase:
         if not np.allclose(seg_image.affine, affine, atol=AFFINE_ATOL):
             raise DataError(files.seg, "affine differs from the FLAIR's (images not on the same grid)")
         seg = _validated_labels(files.seg, seg_raw)
-    return RawCase(files.case_id, flair, seg, affine, _spacing(flair_image), files)
+    codes = axis_codes(files.flair, affine)
+    spacing = _spacing(flair_image)
+    if reorient and codes != BRATS_AXCODES:
+        ornt = to_brats_orientation(codes)
+        shape = flair.shape
+        flair = np.ascontiguousarray(apply_orientation(flair, ornt))
+        seg = None if seg is None else np.ascontiguousarray(apply_orientation(seg, ornt))
+        affine, spacing = _reoriented(ornt, affine, shape, spacing)
+    return RawCase(files.case_id, flair, seg, affine, spacing, files, codes)
+
+
+def missing_seg_path(files: CaseFiles) -> Path:
+    """A case's segmentation file: ``files.seg``, else the name it was looked for under
+    (``<case>_seg`` with the FLAIR's suffix)."""
+    if files.seg is not None:
+        return files.seg
+    return files.flair.with_name(files.flair.name.replace("_flair", "_seg", 1))
+
+
+def require_segs(cases: Iterable[CaseFiles], why: str) -> None:
+    """DataError naming the first case without a segmentation file: ``why`` (e.g. "the fully
+    supervised U-Net") needs ground truth that a label-free dataset does not hold."""
+    for files in cases:
+        if files.seg is None:
+            raise DataError(missing_seg_path(files), f"segmentation file missing; {why} needs ground truth")

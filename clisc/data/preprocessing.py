@@ -8,8 +8,13 @@ Two modes (docs/METHOD.md section 3):
   column lost), clip at the percentile of the whole box, z-score over the whole box, background
   included.
 
-``target_spacing`` (mm) resamples the normalised image linearly and the label by nearest neighbour
-to an isotropic grid; ``None`` keeps the native grid.
+``target_spacing`` (mm) resamples the normalised image linearly and the label and brain mask by
+nearest neighbour to an isotropic grid; ``None`` keeps the native grid.
+
+Every volume carries its brain mask (the non-zero FLAIR voxels), which the 2D model inputs use to
+paint the background black (``clisc.stages.slice_input``), and what it takes to put an output back
+into the stored file's grid (``crop``, ``original_shape``, ``axcodes``; ``clisc.data.native``).
+Cases are loaded in BraTS orientation (``clisc.data.io``).
 """
 from __future__ import annotations
 
@@ -26,13 +31,15 @@ from tqdm import tqdm
 
 from clisc.cache import atomic_write_bytes, stable_hash
 from clisc.data.discovery import CaseFiles, dataset_fingerprint
-from clisc.data.io import RawCase, load_case, whole_tumour
+from clisc.data.io import BRATS_AXCODES, RawCase, load_case, whole_tumour
 from clisc.errors import DataError
 
 log = logging.getLogger(__name__)
 
 MODES = ("paper", "official")
-CACHE_FORMAT = 1  # bump when the stored arrays change meaning
+# Bump when the stored arrays change meaning; the pipeline hashes it into every stage's key too.
+# 2: brain mask (black 2D model backgrounds), axis codes, BraTS orientation.
+CACHE_FORMAT = 2
 
 __all__ = ["MODES", "PreprocessSettings", "Volume", "preprocess", "PreprocessedStore", "load_volumes",
            "dataset_fingerprint"]
@@ -57,10 +64,12 @@ class PreprocessSettings:
 
 @dataclass
 class Volume:
-    """A preprocessed case: image ``XxYxZ`` float32, whole-tumour label ``XxYxZ`` uint8 (or None).
+    """A preprocessed case: image ``XxYxZ`` float32, whole-tumour label ``XxYxZ`` uint8 (or None),
+    brain mask ``XxYxZ`` bool (None only for volumes built by hand).
 
     ``affine`` maps the preprocessed grid to scanner space; ``crop`` is the (start, stop) box per
-    axis in original voxels; ``original_shape`` is the stored volume's shape.
+    axis in voxels of the BraTS-oriented full volume, whose shape is ``original_shape``;
+    ``axcodes`` are the axis codes of the file as stored (``clisc.data.io``).
     """
 
     case_id: str
@@ -70,6 +79,8 @@ class Volume:
     affine: np.ndarray
     crop: tuple[tuple[int, int], ...]
     original_shape: tuple[int, int, int]
+    brain: np.ndarray | None = None
+    axcodes: tuple[str, str, str] = BRATS_AXCODES
 
 
 def brain_box(flair: np.ndarray, inclusive: bool = True) -> tuple[tuple[int, int], ...]:
@@ -107,19 +118,22 @@ def _shifted_affine(affine: np.ndarray, start: Sequence[float], step: Sequence[f
 
 
 def _resample(volume: Volume, target: float) -> Volume:
-    """Resample to isotropic ``target`` mm: image order 1, label order 0; voxel extents kept aligned."""
+    """Resample to isotropic ``target`` mm: image order 1, label and brain order 0; voxel extents
+    kept aligned (new voxel i covers old voxels ``[i, i + 1) * step``, see ``clisc.data.native``)."""
     old_shape = np.array(volume.image.shape)
     new_shape = np.maximum(1, np.round(old_shape * np.array(volume.spacing) / target)).astype(int)
     zoom = new_shape / old_shape
     image = ndimage.zoom(volume.image, zoom, order=1, mode="nearest", grid_mode=True)
-    label = None
+    label = brain = None
     if volume.label is not None:
         label = ndimage.zoom(volume.label, zoom, order=0, mode="nearest", grid_mode=True)
+    if volume.brain is not None:
+        brain = ndimage.zoom(volume.brain.astype(np.uint8), zoom, order=0, mode="nearest", grid_mode=True) > 0
     step = old_shape / new_shape  # old voxels per new voxel
     spacing = tuple(float(s * k) for s, k in zip(volume.spacing, step))
     affine = _shifted_affine(volume.affine, 0.5 * step - 0.5, step)
     return Volume(volume.case_id, image.astype(np.float32), label, spacing, affine, volume.crop,
-                  volume.original_shape)
+                  volume.original_shape, brain, volume.axcodes)
 
 
 def preprocess(raw: RawCase, settings: PreprocessSettings = PreprocessSettings()) -> Volume:
@@ -131,7 +145,9 @@ def preprocess(raw: RawCase, settings: PreprocessSettings = PreprocessSettings()
     image = _normalise(raw.flair[window], settings.mode, settings.clip_percentile)
     label = whole_tumour(raw.seg[window]) if raw.seg is not None else None
     affine = _shifted_affine(raw.affine, [start for start, _ in crop], [1.0, 1.0, 1.0])
-    volume = Volume(raw.case_id, image, label, raw.spacing, affine, crop, tuple(raw.flair.shape))
+    brain = raw.flair[window] != 0
+    volume = Volume(raw.case_id, image, label, raw.spacing, affine, crop, tuple(raw.flair.shape), brain,
+                    raw.axcodes)
     if settings.target_spacing is not None:
         volume = _resample(volume, settings.target_spacing)
     return volume
@@ -154,7 +170,9 @@ def input_fingerprint(files: CaseFiles) -> str:
 def _volume_to_npz(volume: Volume) -> bytes:
     arrays = {"image": volume.image, "spacing": np.array(volume.spacing), "affine": volume.affine,
               "crop": np.array(volume.crop, dtype=np.int64), "original_shape": np.array(volume.original_shape),
-              "case_id": np.array(volume.case_id)}
+              "case_id": np.array(volume.case_id), "axcodes": np.array(volume.axcodes)}
+    if volume.brain is not None:
+        arrays["brain"] = volume.brain
     if volume.label is not None:
         arrays["label"] = volume.label
     buffer = io.BytesIO()
@@ -172,6 +190,8 @@ def _volume_from_npz(path: Path) -> Volume:
             affine=npz["affine"],
             crop=tuple((int(a), int(b)) for a, b in npz["crop"]),
             original_shape=tuple(int(s) for s in npz["original_shape"]),
+            brain=npz["brain"] if "brain" in npz.files else None,
+            axcodes=tuple(str(c) for c in npz["axcodes"]),
         )
 
 

@@ -3,10 +3,16 @@
 Counts: ``n_train = round(0.7 n)``, ``n_valid = round(0.1 n)`` (halves round up), the test set takes
 the rest; for BraTS 2020's 369 cases that is 258 / 37 / 74 (the public code's files hold
 257 / 37 / 75). The split depends only on the set of case ids and the seed, not on their order.
+
+Every split file lives in one folder, ``splits/`` under the current directory (``$CLISC_SPLITS_DIR``
+overrides it): ``clisc data split`` writes there and the pipeline reads and creates its splits there.
+Cross-validation folds (:func:`make_folds`) are split files too, one per fold.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,9 +21,10 @@ import pandas as pd
 
 from clisc.cache import atomic_write_bytes
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
-from clisc.errors import DataError
+from clisc.errors import CliscError, DataError
 
 SPLITS = ("train", "valid", "test")
+SPLITS_DIR_ENV = "CLISC_SPLITS_DIR"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -115,22 +122,86 @@ def check_split_matches(split: dict[str, list[str]], case_ids: Iterable[str], pa
                               "delete it or choose another split file")
 
 
+def default_split_dir() -> Path:
+    """The one split folder: ``$CLISC_SPLITS_DIR``, else ``splits`` relative to the current directory."""
+    return Path(os.environ.get(SPLITS_DIR_ENV) or "splits")
+
+
 def default_split_path(cases: list[CaseFiles], seed: int) -> Path:
-    """``splits/<dataset fingerprint>_seed<seed>.csv``, relative to the current directory."""
-    return Path("splits") / f"{dataset_fingerprint(cases)}_seed{seed}.csv"
+    """``<split folder>/<dataset fingerprint>_seed<seed>.csv`` (see :func:`default_split_dir`)."""
+    return default_split_dir() / f"{dataset_fingerprint(cases)}_seed{seed}.csv"
 
 
-def load_or_create_split(data_root: str | Path, seed: int,
-                         path: str | Path | None = None) -> tuple[dict[str, list[str]], Path]:
-    """The split of the cases under ``data_root``: read from ``path`` when it exists (checked against
-    the discovered cases), else made with ``seed`` and written there. ``path`` defaults to
-    :func:`default_split_path` (the data folder may be read-only)."""
-    cases = discover_cases(data_root)
+def split_digest(path: str | Path) -> str:
+    """SHA-256 of a split file's bytes (logged with every run that used it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _included_cases(data_root: str | Path, exclude: Iterable[str]) -> list[CaseFiles]:
+    skipped = set(exclude)
+    return [c for c in discover_cases(data_root) if c.case_id not in skipped]
+
+
+def load_split(path: str | Path, case_ids: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Read an existing split file, drop the ``exclude``d cases from it, and check that it then names
+    exactly ``case_ids`` (DataError otherwise, naming the file)."""
+    path = Path(path)
+    skipped = set(exclude)
+    split = {name: [c for c in part if c not in skipped] for name, part in read_split_csv(path).items()}
+    check_split_matches(split, case_ids, path)
+    return split
+
+
+def load_or_create_split(data_root: str | Path, seed: int, path: str | Path | None = None,
+                         exclude: Iterable[str] = (), must_exist: bool = False) -> tuple[dict[str, list[str]], Path]:
+    """The split of the cases under ``data_root`` less ``exclude``: read from ``path`` when it exists
+    (checked against the cases), else made with ``seed`` and written there (DataError instead when
+    ``must_exist``). ``path`` defaults to :func:`default_split_path` of the included cases (the data
+    folder may be read-only)."""
+    cases = _included_cases(data_root, exclude)
     case_ids = [c.case_id for c in cases]
     path = Path(path) if path is not None else default_split_path(cases, seed)
     if path.is_file():
-        split = read_split_csv(path)
-        check_split_matches(split, case_ids, path)
-        return split, path
+        return load_split(path, case_ids, exclude), path
+    if must_exist:
+        raise DataError(path, "split file not found (make one with `clisc data split`)")
     split = make_split(case_ids, seed)
     return split, write_split_csv(path, split)
+
+
+def make_folds(case_ids: Iterable[str], k: int, seed: int) -> list[dict[str, list[str]]]:
+    """``k``-fold cross-validation splits: the sorted unique ids shuffled with ``seed`` and cut into
+    ``k`` near-equal test sets (every case is tested exactly once); in each fold the other cases are
+    split 7:1 into train/valid (:func:`make_split` with ratios 7/8, 1/8, 0 and the same seed)."""
+    ids = sorted(set(case_ids))
+    if not 2 <= k <= len(ids):
+        raise CliscError(f"--folds {k}: needs 2 <= K <= the number of cases ({len(ids)})")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    folds = []
+    for part in np.array_split(order, k):
+        test = sorted(ids[i] for i in part)
+        rest = make_split(sorted(set(ids) - set(test)), seed, ratios=(0.875, 0.125, 0.0))
+        folds.append({"train": rest["train"], "valid": rest["valid"], "test": test})
+    return folds
+
+
+def fold_path(cases: list[CaseFiles], seed: int, fold: int, k: int) -> Path:
+    """``<split folder>/<dataset fingerprint>_seed<seed>_fold<fold>of<k>.csv`` (``fold`` from 1)."""
+    return default_split_dir() / f"{dataset_fingerprint(cases)}_seed{seed}_fold{fold}of{k}.csv"
+
+
+def load_or_create_folds(data_root: str | Path, k: int, seed: int, exclude: Iterable[str] = ()) -> list[Path]:
+    """The ``k`` fold split files of the cases under ``data_root`` less ``exclude`` (fold 1 first):
+    reused when they all exist and still test every case exactly once, else (re)written."""
+    cases = _included_cases(data_root, exclude)
+    case_ids = [c.case_id for c in cases]
+    paths = [fold_path(cases, seed, i, k) for i in range(1, k + 1)]
+    if all(p.is_file() for p in paths):
+        tested = [c for p in paths for c in load_split(p, case_ids)["test"]]
+        if sorted(tested) != sorted(case_ids):
+            raise DataError(paths[0].parent, f"the {k} fold files {paths[0].name}.. do not test every case "
+                                             "exactly once; delete them to make new ones")
+        return paths
+    for path, split in zip(paths, make_folds(case_ids, k, seed)):
+        write_split_csv(path, split)
+    return paths

@@ -19,7 +19,8 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from clisc.data.discovery import CaseFiles, discover_cases
-from clisc.data.io import AFFINE_ATOL, load_case, whole_tumour
+from clisc.data.io import AFFINE_ATOL
+from clisc.data.native import native_ground_truth
 from clisc.errors import CliscError, DataError
 from clisc.evaluation.evaluate import evaluate_case, per_case_table, summarize, summary_table
 from clisc.evaluation.metrics import EMPTY_HD95_MM
@@ -84,15 +85,14 @@ def evaluate_folder(
     cases = _selected_cases(data_dir, case_ids)
     rows, missing = [], []
     for case in cases:
-        raw = load_case(case, require_seg=True)
-        gt = whole_tumour(raw.seg)
+        gt, spacing = native_ground_truth(case)  # the stored grid, as runs score their native masks
         path = find_prediction(pred_dir, case.case_id)
         if path is None:
             missing.append(case.case_id)
             pred = np.zeros(gt.shape, dtype=bool)
         else:
-            pred = load_prediction(path, gt.shape, raw.affine)
-        rows.append(evaluate_case(case.case_id, pred, gt, raw.spacing, empty_hd95=empty_hd95))
+            pred = load_prediction(path, gt.shape, nib.load(case.flair).affine)
+        rows.append(evaluate_case(case.case_id, pred, gt, spacing, empty_hd95=empty_hd95))
     if len(missing) == len(cases):
         raise DataError(pred_dir, f"no prediction <case_id>.nii.gz or <case_id>_pred.nii.gz for any of the {len(cases)} cases")
     return per_case_table(rows), missing

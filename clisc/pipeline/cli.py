@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from clisc.errors import CliscError, DataError
 from clisc.pipeline.layers import PROFILES, PROTOCOLS
 
 
@@ -18,6 +21,8 @@ def weights_overrides(weights: str | None) -> dict[str, str]:
 
 
 DEFAULT_DATA = Path("data/synthetic")
+SAVE_PREDICTIONS_HELP = ("write each test case's mask as <run folder>/predictions/<case>.nii.gz (uint8, the input's "
+                         "own grid, affine and header; `clisc eval --pred` on it reproduces the scores)")
 DEFAULT_SYNTHETIC_CASES = 20
 
 
@@ -43,6 +48,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="override a setting, e.g. --set amda.alpha=10 (repeatable)")
     parser.add_argument("--cache", type=Path, default=Path("cache"), help="stage cache folder")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--split", type=Path, default=None, metavar="FILE",
+                        help="split CSV (case_id,split), e.g. one from `clisc data split --import-public` "
+                             "(default: splits/<dataset fingerprint>_seed<split_seed>.csv, made when missing)")
+    parser.add_argument("--settings-file", type=Path, default=None, metavar="FILE",
+                        help="tuned settings (a search's reports/search/<study>/best.yaml): its overrides "
+                             "apply beneath the method's own and --set; its provenance is logged as tags")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="check every case first (as `clisc data check`) and leave the bad ones out of "
+                             "the data and the split, listing each with its reason")
+
+
+def add_folds_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    parser.add_argument("--folds", type=int, default=default, metavar="K",
+                        help="K-fold cross-validation: every case tested once, the others split 7:1 into "
+                             "train/valid; one run per fold, pooled by `clisc report`")
 
 
 def run_overrides(args: argparse.Namespace) -> dict:
@@ -53,16 +73,74 @@ def run_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def skipped_cases(args: argparse.Namespace, echo: Callable[[str], None] = print) -> list[str]:
+    """``--skip-bad``: the ids of the bad cases under ``args.data`` (each printed with its reason)."""
+    if not args.skip_bad:
+        return []
+    from clisc.data.check import check_dataset
+
+    checks = check_dataset(args.data, require_seg=False)  # label-free data: a missing seg is no defect
+    bad = [c for c in checks if not c.ok]
+    for check in bad:
+        echo(f"[clisc] --skip-bad: skipping {check.case_id}: {check.reason}")
+    if len(bad) == len(checks):
+        raise CliscError(f"{args.data}: --skip-bad: no good case left")
+    echo(f"[clisc] --skip-bad: {len(checks) - len(bad)} good cases, {len(bad)} skipped")
+    return [c.case_id for c in bad]
+
+
+def settings_file(args: argparse.Namespace):
+    """``--settings-file``, read and checked (None without it)."""
+    from clisc.pipeline.settings_file import read_settings_file
+
+    return read_settings_file(args.settings_file) if args.settings_file is not None else None
+
+
+@contextmanager
+def bad_case_hint(args: argparse.Namespace) -> Iterator[None]:
+    """A bad case stops the run with its one-line error; say how to list them all or leave them out."""
+    try:
+        yield
+    except DataError as err:
+        data = Path(args.data).resolve()
+        where = err.path.resolve()
+        if args.skip_bad or where == data or not where.is_relative_to(data):
+            raise
+        raise CliscError(f"{err} (`clisc data check {args.data}` lists every bad case; --skip-bad leaves "
+                         "them out)") from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    from clisc.pipeline.folds import fold_split_files, fold_tags, pool_folds
     from clisc.pipeline.run import run_method, summary_line
 
     ensure_data(args.data)
-    for seed in args.seeds:
-        out = args.out / f"{args.method}_seed{seed}"
-        result = run_method(args.method, args.data, protocol=args.protocol, profile=args.profile, seed=seed,
-                            overrides=run_overrides(args), cache_root=args.cache, out_dir=out, device=args.device)
-        print(summary_line(result))
-        print(f"[clisc] per-case scores: {result.artifacts['per_case']}")
+    if args.folds and args.split:
+        raise CliscError("--folds and --split exclude each other (the folds are split files of their own)")
+    skip, tuned, overrides = skipped_cases(args), settings_file(args), run_overrides(args)
+    with bad_case_hint(args):
+        folds = (fold_split_files(args.data, args.folds, args.protocol, args.profile, overrides, skip)
+                 if args.folds else [args.split])
+        for seed in args.seeds:
+            results = []
+            for fold, split_file in enumerate(folds, start=1):
+                name = f"{args.method}_seed{seed}" + (f"_fold{fold}" if args.folds else "")
+                result = run_method(args.method, args.data, protocol=args.protocol, profile=args.profile,
+                                    seed=seed, overrides=overrides, cache_root=args.cache, out_dir=args.out / name,
+                                    device=args.device, split_file=split_file, skip_cases=skip,
+                                    settings_file=tuned, extra_tags=fold_tags(fold, args.folds) if args.folds else None,
+                                    save_predictions=args.save_predictions)
+                print(summary_line(result))
+                print(f"[clisc] per-case scores: {result.artifacts['per_case']}")
+                if "predictions" in result.artifacts:
+                    print(f"[clisc] native-grid masks: {result.artifacts['predictions']}")
+                results.append(result)
+            if args.folds:
+                pooled = pool_folds(results)[0]
+                path = args.out / f"{args.method}_seed{seed}_folds{args.folds}_pooled.csv"
+                pooled.per_case.to_csv(path, index=False)
+                print(f"[clisc] {args.folds} folds pooled: {summary_line(pooled)}")
+                print(f"[clisc] pooled per-case scores: {path}")
     return 0
 
 
@@ -70,9 +148,14 @@ def _experiment(args: argparse.Namespace) -> int:
     from clisc.pipeline.experiment import run_experiment
 
     ensure_data(args.data)
-    for name in args.experiments:
-        run_experiment(name, args.data, profile=args.profile, protocol=args.protocol, overrides=run_overrides(args),
-                       cache_root=args.cache, runs_root=args.out, tracking_uri=args.tracking_uri, device=args.device)
+    skip, tuned = skipped_cases(args), settings_file(args)
+    with bad_case_hint(args):
+        for name in args.experiments:
+            run_experiment(name, args.data, profile=args.profile, protocol=args.protocol,
+                           overrides=run_overrides(args), cache_root=args.cache, runs_root=args.out,
+                           tracking_uri=args.tracking_uri, device=args.device, split_file=args.split,
+                           folds=args.folds, skip_cases=skip, settings_file=tuned,
+                           save_predictions=args.save_predictions)
     return 0
 
 
@@ -82,7 +165,9 @@ def _search(args: argparse.Namespace) -> int:
 
     spec, _ = read_spec(args.spec, ("method", "space"), "a search spec needs 'method' and 'space'")
     ensure_data(args.data)
-    study = run_pipeline_search(spec, args, run_overrides(args))
+    skip, tuned = skipped_cases(args), settings_file(args)
+    with bad_case_hint(args):
+        study = run_pipeline_search(spec, args, run_overrides(args), tuple(skip), tuned)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     print(f"[clisc] study {study.study_name}: {len(study.trials)} trials ({len(done)} complete, {len(failed)} failed)")
@@ -107,13 +192,16 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from clisc.pipeline.methods import METHODS
+    from clisc.pipeline.methods import all_methods
 
+    methods = sorted(all_methods())
     run = subparsers.add_parser("run", help="run one method (all the stages it needs, cached) and score it")
-    run.add_argument("method", choices=sorted(METHODS), metavar="METHOD", help=", ".join(sorted(METHODS)))
+    run.add_argument("method", choices=methods, metavar="METHOD", help=", ".join(methods))
     add_run_options(run)
     run.add_argument("--seeds", type=int, nargs="+", default=[0])
+    add_folds_option(run)
     run.add_argument("--out", type=Path, default=Path("runs"), help="run folders (per-case CSV, settings)")
+    run.add_argument("--save-predictions", action="store_true", help=SAVE_PREDICTIONS_HELP)
     run.set_defaults(func=_run)
 
     experiment = subparsers.add_parser("experiment", help="run experiment specs (experiments/*.yaml), "
@@ -122,7 +210,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "sweep_alpha, sweep_beta) or a YAML path")
     add_run_options(experiment)
     experiment.set_defaults(profile=None, protocol=None)
+    add_folds_option(experiment)
     experiment.add_argument("--out", type=Path, default=Path("runs"), help="run folders")
+    experiment.add_argument("--save-predictions", action="store_true",
+                            help=SAVE_PREDICTIONS_HELP + "; logged as each child run's predictions/ artifact")
     experiment.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
                             "or sqlite:///mlflow.db)")
     experiment.set_defaults(func=_experiment)

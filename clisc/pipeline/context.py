@@ -20,6 +20,7 @@ import numpy as np
 from clisc import __version__
 from clisc.cache import StageCache, stable_hash, stage_key
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
+from clisc.data.preprocessing import CACHE_FORMAT as VOLUME_FORMAT
 from clisc.data.preprocessing import Volume, load_volumes
 from clisc.data.split import SPLITS, load_or_create_split
 from clisc.pipeline.settings import Settings
@@ -45,7 +46,8 @@ class RunContext:
     device: str = "cpu"
     progress: bool = True
     echo: Callable[[str], None] = print
-    split_path: Path | None = None
+    split_path: Path | None = None  # a given split file (must exist); None: the default one, made if missing
+    skip_cases: tuple[str, ...] = ()  # case ids left out of the dataset and its split (--skip-bad)
     stage_times: dict[str, float] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)  # model -> sha256 or "random"
     histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stage -> per-epoch rows
@@ -56,15 +58,17 @@ class RunContext:
         self.cache_root = Path(self.cache_root)
         self.cache = StageCache(self.cache_root)
         self.cache.clean_partial()
-        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root)}
+        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root)
+                                            if c.case_id not in self.skip_cases}
         self.fingerprint = dataset_fingerprint(list(self.cases.values()))
         self.split = self._load_split()
 
     # ----------------------------------------------------------------- data
     def _load_split(self) -> dict[str, list[str]]:
-        seed = self.settings.split_seed
-        path = self.split_path or self.cache_root / "splits" / f"{self.fingerprint}_seed{seed}.csv"
-        split, self.split_path = load_or_create_split(self.data_root, seed, path)
+        """The given split file, or the default one in the split folder (``splits/``, made when missing)."""
+        given = self.split_path is not None
+        split, self.split_path = load_or_create_split(self.data_root, self.settings.split_seed, self.split_path,
+                                                      exclude=self.skip_cases, must_exist=given)
         return split
 
     def volumes(self, split: str) -> list[Volume]:
@@ -80,7 +84,9 @@ class RunContext:
 
     @property
     def volumes_key(self) -> str:
-        return stage_key("volumes", self.settings.preprocess, [self.fingerprint, stable_hash(self.split)])
+        # the volume format is hashed too: every stage downstream re-runs when what stages see changes
+        return stage_key("volumes", {"preprocess": self.settings.preprocess, "format": VOLUME_FORMAT},
+                         [self.fingerprint, stable_hash(self.split)])
 
     # ---------------------------------------------------------------- cache
     def stage(

@@ -3,12 +3,13 @@ runs, each run through the cached pipeline and logged at once as a child of one 
 
 Spec keys: ``name``, ``description``, ``methods`` (registry names), ``planned`` (methods that are
 not implemented yet; reported as "not run"), ``seeds``, optional ``sweep`` (one dotted setting ->
-list of values), ``overrides`` (for every run), ``profile`` / ``protocol`` defaults.
+list of values), ``overrides`` (for every run), ``profile`` / ``protocol`` defaults, optional ``folds``
+(K-fold cross-validation: every run once per fold, each fold an MLflow child tagged ``fold``/``folds``).
 """
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import yaml
 
 from clisc.errors import CliscError
-from clisc.pipeline.methods import METHODS
+from clisc.pipeline.methods import all_methods
+from clisc.pipeline.settings_file import SettingsFile
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -27,11 +29,12 @@ class RunSpec:
     seed: int
     overrides: Mapping[str, Any] = field(default_factory=dict)  # the spec's, for every run
     sweep: Mapping[str, Any] = field(default_factory=dict)  # this run's point of the sweep
+    fold: int | None = None  # 1..K with cross-validation
 
     @property
     def label(self) -> str:
         swept = "".join(f"_{k.split('.')[-1]}{v}" for k, v in self.sweep.items())
-        return f"{self.method}{swept}_seed{self.seed}"
+        return f"{self.method}{swept}_seed{self.seed}" + (f"_fold{self.fold}" if self.fold else "")
 
 
 def find_spec(name_or_path: str | Path) -> Path:
@@ -63,21 +66,26 @@ def read_spec(name_or_path: str | Path, required: tuple[str, ...], needs: str) -
 
 def load_spec(name_or_path: str | Path) -> dict[str, Any]:
     spec, path = read_spec(name_or_path, ("methods",), "an experiment spec needs a 'methods' list")
-    unknown = [m for m in spec["methods"] if m not in METHODS]
+    methods = all_methods()
+    unknown = [m for m in spec["methods"] if m not in methods]
     if unknown:
-        raise CliscError(f"{path}: unknown method(s) {unknown}; known: {', '.join(sorted(METHODS))}")
+        raise CliscError(f"{path}: unknown method(s) {unknown}; known: {', '.join(sorted(methods))}")
     if len(spec.get("sweep") or {}) > 1:
         raise CliscError(f"{path}: sweep one setting at a time")
+    folds = spec.get("folds")
+    if folds is not None and (not isinstance(folds, int) or isinstance(folds, bool) or folds < 2):
+        raise CliscError(f"{path}: folds must be a whole number of at least 2, not {folds!r}")
     spec.setdefault("seeds", [0])
     return spec
 
 
 def expand(spec: Mapping[str, Any]) -> Iterator[RunSpec]:
-    """Every (method, sweep value, seed) of a spec, methods in the spec's order."""
+    """Every (method, sweep value, seed[, fold]) of a spec, methods in the spec's order."""
     sweep = spec.get("sweep") or {}
     points = [{k: v} for k, values in sweep.items() for v in values] or [{}]
-    for method, point, seed in itertools.product(spec["methods"], points, spec["seeds"]):
-        yield RunSpec(method, int(seed), {**(spec.get("overrides") or {}), **point}, point)
+    folds = list(range(1, int(spec["folds"]) + 1)) if spec.get("folds") else [None]
+    for method, point, seed, fold in itertools.product(spec["methods"], points, spec["seeds"], folds):
+        yield RunSpec(method, int(seed), {**(spec.get("overrides") or {}), **point}, point, fold)
 
 
 def run_experiment(
@@ -92,22 +100,38 @@ def run_experiment(
     tracking_uri: str | None = None,
     device: str = "cpu",
     echo: Callable[[str], None] = print,
+    split_file: str | Path | None = None,
+    folds: int | None = None,
+    skip_cases: Sequence[str] = (),
+    settings_file: SettingsFile | None = None,
+    save_predictions: bool = False,
 ) -> list:
     """Run every run of the spec and log each to MLflow as soon as it finishes; returns the results.
 
-    A failure in one run is logged and re-raised after the parent run is closed as failed; the runs
-    finished before it stay in MLflow and in the stage cache, so a re-run continues from there.
+    ``folds`` (default: the spec's ``folds``) runs each method x sweep value x seed once per fold on
+    the fold split files; ``split_file``, ``skip_cases`` and ``settings_file`` go to every run (see
+    :func:`clisc.pipeline.run.run_method`). A failure in one run is logged and re-raised after the
+    parent run is closed as failed; the runs finished before it stay in MLflow and in the stage
+    cache, so a re-run continues from there.
     """
+    from clisc.pipeline.folds import fold_split_files, fold_tags, pool_folds
     from clisc.pipeline.run import run_method, summary_line
     from clisc.tracking.store import ExperimentRecorder
 
     spec = load_spec(name_or_path)
     profile = profile or spec.get("profile", "paper")
     protocol = protocol or spec.get("protocol", "paper")
-    resolved = {**spec, "profile": profile, "protocol": protocol, "data": str(data),
-                "overrides": {**(spec.get("overrides") or {}), **(overrides or {})}}
+    folds = folds or spec.get("folds")
+    if folds and split_file:
+        raise CliscError("--folds and --split exclude each other (the folds are split files of their own)")
+    all_overrides = {**(spec.get("overrides") or {}), **(overrides or {})}
+    fold_files = fold_split_files(data, folds, protocol, profile, all_overrides, skip_cases) if folds else []
+    resolved = {**spec, "profile": profile, "protocol": protocol, "data": str(data), "overrides": all_overrides,
+                "folds": folds, "split_file": str(split_file) if split_file else None,
+                "settings_file": str(settings_file.path) if settings_file else None,
+                "skipped_cases": sorted(skip_cases)}
     results = []
-    tags = {"profile": profile, "protocol": protocol}
+    tags = {"profile": profile, "protocol": protocol, **({"folds": str(folds)} if folds else {})}
     with ExperimentRecorder(spec["name"], resolved, tracking_uri=tracking_uri, tags=tags) as recorder:
         for run in expand(resolved):
             echo(f"[clisc] === {spec['name']}: {run.label} ===")
@@ -115,8 +139,14 @@ def run_experiment(
                 run.method, data, protocol=protocol, profile=profile, seed=run.seed,
                 overrides={**run.overrides, **(overrides or {})}, cache_root=cache_root,
                 out_dir=Path(runs_root) / spec["name"] / run.label, device=device, echo=echo,
+                split_file=fold_files[run.fold - 1] if run.fold else split_file, skip_cases=skip_cases,
+                settings_file=settings_file, extra_tags=fold_tags(run.fold, folds) if run.fold else None,
+                save_predictions=save_predictions,
             )
             recorder.log_result(result)
             echo(f"[clisc] {summary_line(result)}")
             results.append(result)
+    if folds:
+        for pooled in pool_folds(results):
+            echo(f"[clisc] {folds} folds pooled: {summary_line(pooled)}")
     return results

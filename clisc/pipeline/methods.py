@@ -1,16 +1,24 @@
 """The registry of methods: CLISC, its ablations and reference rows, declared as data.
 
-A method names the pipeline *output* that is scored on the test split (see
-``clisc.pipeline.outputs.OUTPUTS``) and the settings in which it differs from CLISC. Ablations are
-therefore differences, not copies, and share every cached upstream stage with CLISC. Baselines add
-their own output function and register a method the same way (``register_method``).
+A method names the *output* that is scored on the test split (a key of ``clisc.pipeline.run.OUTPUTS``,
+or ``"package.module:function"`` for an output defined elsewhere, imported only when the method runs)
+and the settings in which it differs from CLISC. Ablations are therefore differences, not copies, and
+share every cached upstream stage with CLISC. The baselines of Table 1 live in the top-level
+``baselines`` package, whose ``__init__`` registers them here as data (``register_method``); it is
+loaded the first time the registry is read (:func:`all_methods`, :func:`get_method`).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from clisc.errors import CliscError
+
+# The settings through which the CLISC pipeline (and its ablations) can read ground truth outside test
+# scoring; each is a ground-truth use when its value is ``True`` or ``"ground_truth"``.
+PIPELINE_GT_SWITCHES = ("gt.gate_cams_with_gt", "gt.tune_cam_threshold_on_gt", "gt.select_checkpoints_on_gt")
+PLUGINS = ("baselines",)
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,8 @@ class Method:
     title: str  # the row's name in the paper's tables
     overrides: Mapping[str, Any] = field(default_factory=dict)
     label_free: bool = True  # False for rows that read ground truth by design (references)
+    # dotted settings through which this method can read ground truth (see ``ground_truth_uses``)
+    gt_switches: tuple[str, ...] = PIPELINE_GT_SWITCHES
 
 
 METHODS: dict[str, Method] = {}
@@ -32,11 +42,25 @@ def register_method(method: Method) -> Method:
     return method
 
 
+_plugins_loaded = False
+
+
+def all_methods() -> dict[str, Method]:
+    """The registry, with the plugin packages' methods (the baselines) registered."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for plugin in PLUGINS:
+            importlib.import_module(plugin)
+    return METHODS
+
+
 def get_method(name: str) -> Method:
+    methods = all_methods()
     try:
-        return METHODS[name]
+        return methods[name]
     except KeyError:
-        raise CliscError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+        raise CliscError(f"unknown method {name!r}; known: {', '.join(sorted(methods))}") from None
 
 
 for _method in (

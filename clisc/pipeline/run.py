@@ -2,14 +2,16 @@
 
 ``OUTPUTS`` maps an output name to the function producing ``(key, {case_id: XxYxZ mask})`` on a
 split (the test split for the tables, the validation split for a label-using search); methods
-(``clisc.pipeline.methods``) name one of them. Baselines extend ``OUTPUTS``.
+(``clisc.pipeline.methods``) name one of them, or a ``"module:function"`` of the same signature
+defined elsewhere (the baselines).
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from clisc.data.io import require_segs
+from clisc.data.native import native_ground_truth, save_native_mask, to_native
+from clisc.data.split import split_digest
 from clisc.data.synth.writer import SYNTHETIC_MARKER
 from clisc.evaluation.evaluate import evaluate_cases
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.methods import Method, get_method
 from clisc.pipeline.result import MethodResult
-from clisc.pipeline.settings import Settings, apply_overrides, resolve_settings
+from clisc.pipeline.settings import Settings, apply_overrides, ground_truth_uses, resolve_settings
+from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH, SettingsFile
 from clisc.pipeline.steps_cam import cam_rois
 from clisc.pipeline.steps_seg import (
     fully_supervised,
@@ -32,6 +38,7 @@ from clisc.pipeline.steps_seg import (
     unet_round1,
     unet_round2,
 )
+from clisc.stages.slice_input import brain_of, model_input_volume
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,14 @@ OUTPUTS: dict[str, Output] = {
 }
 
 
+def resolve_output(name: str) -> Output:
+    """The output function of a method: a key of ``OUTPUTS`` or ``"package.module:function"``."""
+    if ":" not in name:
+        return OUTPUTS[name]
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -66,19 +81,24 @@ def git_commit() -> str:
         return "unknown"
 
 
-def method_settings(method: Method, protocol: str, profile: str, overrides: Mapping[str, Any] | None) -> Settings:
-    """Protocol <- profile <- the method's declared differences <- the user's overrides."""
+def method_settings(method: Method, protocol: str, profile: str, overrides: Mapping[str, Any] | None,
+                    settings_file: SettingsFile | None = None) -> Settings:
+    """Protocol <- profile <- a settings file's overrides <- the method's declared differences <- the
+    user's overrides (spec, sweep point, ``--set``)."""
     settings = resolve_settings(protocol, profile)
+    if settings_file is not None:
+        settings = apply_overrides(settings, settings_file.overrides)
     settings = apply_overrides(settings, method.overrides)
     return apply_overrides(settings, overrides or {})
 
 
 def qualitative_slices(volumes, preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """For each case, the axial slice with the largest true tumour area: image, truth, prediction."""
+    """For each case, the axial slice with the largest true tumour area: image (as the 2D models see
+    it: [0, 1], background black), truth, prediction."""
     arrays: dict[str, np.ndarray] = {}
     for volume in volumes:
         z = int(volume.label.reshape(-1, volume.label.shape[2]).sum(axis=0).argmax())
-        arrays[f"{volume.case_id}__image"] = volume.image[:, :, z].astype(np.float32)
+        arrays[f"{volume.case_id}__image"] = model_input_volume(volume.image, brain_of(volume), [z])[:, :, 0]
         arrays[f"{volume.case_id}__gt"] = volume.label[:, :, z].astype(np.uint8)
         arrays[f"{volume.case_id}__pred"] = preds[volume.case_id][:, :, z].astype(np.uint8)
     return arrays
@@ -98,20 +118,40 @@ def run_method(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     split: str = "test",
+    split_file: str | Path | None = None,
+    skip_cases: Sequence[str] = (),
+    settings_file: SettingsFile | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    save_predictions: bool = False,
 ) -> MethodResult:
     """Run (or reuse) every stage ``name`` needs, score its output on ``split`` (test by default;
-    scoring the validation split reads its labels: the run is then tagged not label-free)."""
+    scoring the validation split reads its labels: the run is then tagged not label-free).
+
+    Each case is scored in the stored file's own grid: the mask is put back there (resampling,
+    crop and reorientation undone, ``clisc.data.native``) and compared with the stored ground
+    truth at native resolution. With ``save_predictions`` and ``out_dir`` those native masks are
+    written as ``out_dir/predictions/<case_id>.nii.gz`` (uint8, the FLAIR's affine and header), the
+    files ``clisc eval`` reproduces the per-case scores from.
+
+    ``split_file``: the split to use (default: the one in ``splits/``, made when missing);
+    ``skip_cases``: case ids left out of the data and the split (``--skip-bad``); ``settings_file``:
+    tuned overrides and their provenance (``--settings-file``); ``extra_tags``: e.g. ``fold``/``folds``.
+    """
     method = get_method(name)
-    settings = method_settings(method, protocol, profile, overrides)
-    ctx = RunContext(Path(data), settings, seed, Path(cache_root), device, progress, echo)
+    settings = method_settings(method, protocol, profile, overrides, settings_file)
+    ctx = RunContext(Path(data), settings, seed, Path(cache_root), device, progress, echo,
+                     split_path=Path(split_file) if split_file is not None else None, skip_cases=tuple(skip_cases))
     echo(f"[clisc] {name} (seed {seed}, protocol {protocol}, profile {profile}) on {len(ctx.cases)} cases; "
          f"split {', '.join(f'{k} {len(v)}' for k, v in ctx.split.items())}")
-    _, preds = OUTPUTS[method.output](ctx, split)
+    require_segs((ctx.cases[c] for c in ctx.split[split]), f"scoring the {split} split")  # before any stage runs
+    _, preds = resolve_output(method.output)(ctx, split)
     volumes = ctx.volumes(split)
-    per_case = evaluate_cases((v.case_id, preds[v.case_id].astype(bool), v.label.astype(bool), v.spacing)
-                              for v in volumes)
+    saved = Path(out_dir) / "predictions" if save_predictions and out_dir is not None else None
+    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"))
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
-    gt_used = settings.gt.active() + (["validation_scoring"] if split != "test" else [])
+    gt_used = ground_truth_uses(settings, method.gt_switches) + (["validation_scoring"] if split != "test" else [])
+    if settings_file is not None and settings_file.tuned_on_labels:
+        gt_used.append(TUNED_ON_LABELS_SWITCH)
     tags = {
         "method": name,
         "title": method.title,
@@ -124,12 +164,18 @@ def run_method(
         "synthetic_data": str(synthetic).lower(),
         "git_commit": git_commit(),
         "split_file": ctx.split_path.name,
+        "split_sha256": split_digest(ctx.split_path),
         "scored_split": split,
+        "skipped_cases": ",".join(sorted(skip_cases)) or "none",
+        **(settings_file.tags() if settings_file is not None else {}),
+        **(extra_tags or {}),
     }
     result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
                           histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
     if out_dir is not None:
         result.artifacts = write_run_folder(Path(out_dir), result, settings, qualitative_slices(volumes, preds))
+        if saved is not None:
+            result.artifacts["predictions"] = saved
     return result
 
 
@@ -137,6 +183,19 @@ def split_table(ctx: RunContext) -> pd.DataFrame:
     """The run's split as a table: ``case_id, split`` (train, then valid, then test)."""
     rows = [(case, part) for part, cases in ctx.split.items() for case in cases]
     return pd.DataFrame(rows, columns=["case_id", "split"])
+
+
+def native_items(ctx: RunContext, volumes, preds: Mapping[str, np.ndarray], save_to: Path | None = None,
+                 description: str = "clisc") -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
+    """``(case_id, prediction, ground truth, spacing)`` per volume, both masks in the stored file's
+    grid (``clisc.data.native``), one case at a time; with ``save_to`` each prediction is also
+    written there as ``<case_id>.nii.gz``."""
+    for volume in volumes:
+        mask = to_native(volume, preds[volume.case_id])
+        if save_to is not None:
+            save_native_mask(save_to / f"{volume.case_id}.nii.gz", mask, ctx.cases[volume.case_id], description)
+        truth, spacing = native_ground_truth(ctx.cases[volume.case_id], ctx.cache_root)
+        yield volume.case_id, mask.astype(bool), truth, spacing
 
 
 def write_run_folder(out: Path, result: MethodResult, settings: Settings, slices: dict[str, np.ndarray]) -> dict[str, Path]:

@@ -29,37 +29,48 @@ def s3f_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     from clisc.pipeline.run import method_settings, split_table
     from clisc.pipeline.steps_seg import s3f
 
+    tuned = settings_kwargs.get("settings_file")
     settings = method_settings(get_method(method), settings_kwargs["protocol"], settings_kwargs["profile"],
-                               settings_kwargs["overrides"])
+                               settings_kwargs["overrides"], tuned)
+    split_file = settings_kwargs.get("split_file")
     ctx = RunContext(data, settings, seed, Path(settings_kwargs["cache_root"]), settings_kwargs["device"],
-                     progress=False, echo=lambda _: None)
+                     progress=False, echo=lambda _: None, split_path=Path(split_file) if split_file else None,
+                     skip_cases=tuple(settings_kwargs.get("skip_cases", ())))
     _, result = s3f(ctx)
     per_case = pd.DataFrame({"case_id": list(result["similarity"]),
                              "s3f_agreement": [100.0 * v for v in result["similarity"].values()]})
+    label_free = settings.label_free and not (tuned is not None and tuned.tuned_on_labels)
     tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
-            "label_free": str(settings.label_free).lower(), "scored_split": "train (no labels)",
-            "dataset": ctx.fingerprint, "split_file": ctx.split_path.name}
+            "label_free": str(label_free).lower(), "scored_split": "train (no labels)",
+            "dataset": ctx.fingerprint, "split_file": ctx.split_path.name,
+            **(tuned.tags() if tuned is not None else {})}
     return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
                         histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
 
 
 def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: int, objective: str,
                        protocol: str, profile: str, overrides: Mapping[str, Any], cache_root: str,
-                       device: str) -> MethodResult:
+                       device: str, split_file: str | None = None, skip_cases: tuple[str, ...] = (),
+                       settings_file: Any = None) -> MethodResult:
     """One trial: the method with the trial's settings; module-level so worker processes can pickle it."""
     from clisc.pipeline.run import run_method
 
     merged = {**overrides, **params}
     if objective == "label_free":
         kwargs = {"protocol": protocol, "profile": profile, "overrides": merged, "cache_root": cache_root,
-                  "device": device}
+                  "device": device, "split_file": split_file, "skip_cases": skip_cases,
+                  "settings_file": settings_file}
         return s3f_agreement_result(method, Path(data), seed, kwargs)
     return run_method(method, data, protocol=protocol, profile=profile, seed=seed, overrides=merged,
                       cache_root=cache_root, device=device, progress=False, split="valid",
-                      echo=lambda _: None)
+                      echo=lambda _: None, split_file=split_file, skip_cases=skip_cases,
+                      settings_file=settings_file)
 
 
-def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overrides: Mapping[str, Any]):
+def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overrides: Mapping[str, Any],
+                        skip_cases: tuple[str, ...] = (), settings_file: Any = None):
+    """``settings_file`` (a :class:`~clisc.pipeline.settings_file.SettingsFile`) is the base the trials
+    start from; settings tuned on labels make every trial, and the search, not label-free."""
     from clisc.search.study import run_search
 
     objective = args.objective or spec.get("objective", "validation_dice")
@@ -71,12 +82,15 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
         pipeline_objective, method=spec["method"], data=str(args.data), seed=int(spec.get("seed", 0)),
         objective=objective, protocol=protocol, profile=profile, overrides=dict(overrides),
         cache_root=str(args.cache), device=args.device,
+        split_file=str(args.split) if getattr(args, "split", None) else None, skip_cases=tuple(skip_cases),
+        settings_file=settings_file,
     )
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         # spawned workers inherit this: K workers x all cores of threads would oversubscribe the CPU,
         # and spinning OpenMP threads then run many times slower (25x seen on 2 cores)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
-    label_free = objective == "label_free" and protocol == "paper"
+    label_free = (objective == "label_free" and protocol == "paper"
+                  and not (settings_file is not None and settings_file.tuned_on_labels))
     study_name = args.study or f"{spec['name']}-{objective}-{profile}"
     return run_search(fn, spec["space"], args.trials or int(spec.get("n_trials", 12)), study_name,
                       storage=args.storage, workers=args.workers, objective_metric=OBJECTIVES[objective],

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
+from baselines.settings import BaselineSettings
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
 from clisc.pipeline.layers import load_layer
@@ -24,6 +25,9 @@ from clisc.stages.s3f import S3FSettings
 from clisc.stages.slice_labels import SliceLabelSettings
 from clisc.stages.unet3d import UNetSettings
 
+
+
+GROUND_TRUTH = "ground_truth"  # the value of a multi-choice setting that reads ground-truth labels
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,6 @@ class SliceSelection:
     """Which axial slices enter the 2D stages: every ``stride``-th slice with brain in it."""
 
     stride: int = 1
-    min_brain_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Settings:
     unet: UNetSettings = field(default_factory=UNetSettings)
     s3f: S3FSettings = field(default_factory=S3FSettings)
     gt: GroundTruthSwitches = field(default_factory=GroundTruthSwitches)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)  # Table 1's other rows
 
     @property
     def label_free(self) -> bool:
@@ -112,21 +116,50 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
     return value
 
 
+def _replaced(node: Any, path: list[str], value: Any, key: str) -> Any:
+    """``node`` (a frozen dataclass) with the field at ``path`` set to ``value``, at any depth."""
+    head, rest = path[0], path[1:]
+    if not dataclasses.is_dataclass(node) or head not in {f.name for f in dataclasses.fields(node)}:
+        raise CliscError(f"unknown setting {key!r}")
+    current = getattr(node, head)
+    if rest:
+        return dataclasses.replace(node, **{head: _replaced(current, rest, value, key)})
+    if dataclasses.is_dataclass(current):
+        raise CliscError(f"setting {key!r} is a section; set one of its fields, e.g. {key}.<name>")
+    try:
+        return dataclasses.replace(node, **{head: _coerce(current, value, key)})
+    except ValueError as err:  # a settings dataclass refusing the value in __post_init__
+        raise CliscError(f"setting {key}={value!r}: {err}") from None
+
+
 def apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
-    """Return a copy with dotted-key overrides applied; unknown keys are an error."""
+    """Return a copy with dotted-key overrides applied (``"amda.alpha"``,
+    ``"baselines.amcons.epochs"``); unknown keys are an error."""
     for key, value in overrides.items():
-        head, _, leaf = key.partition(".")
-        if not hasattr(settings, head):
-            raise CliscError(f"unknown setting {key!r}")
-        if not leaf:
-            settings = dataclasses.replace(settings, **{head: _coerce(getattr(settings, head), value, key)})
-            continue
-        section = getattr(settings, head)
-        if not dataclasses.is_dataclass(section) or not hasattr(section, leaf):
-            raise CliscError(f"unknown setting {key!r}")
-        value = _coerce(getattr(section, leaf), value, key)
-        settings = dataclasses.replace(settings, **{head: dataclasses.replace(section, **{leaf: value})})
+        settings = _replaced(settings, key.split("."), value, key)
     return settings
+
+
+def setting(settings: Settings, key: str) -> Any:
+    """The value of a dotted setting, e.g. ``setting(s, "baselines.healthy_source")``."""
+    node: Any = settings
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node) or not hasattr(node, part):
+            raise CliscError(f"unknown setting {key!r}")
+        node = getattr(node, part)
+    return node
+
+
+def ground_truth_uses(settings: Settings, switches: Iterable[str]) -> list[str]:
+    """The ground-truth uses among the dotted ``switches`` (a method's ``gt_switches``): a switch is
+    active when its value is ``True`` or ``"ground_truth"``. Names: the field for ``gt.*`` switches
+    (``gate_cams_with_gt``), ``key=value`` otherwise (``baselines.healthy_source=ground_truth``)."""
+    uses = []
+    for key in switches:
+        value = setting(settings, key)
+        if value is True or value == GROUND_TRUTH:
+            uses.append(key.split(".", 1)[1] if key.startswith("gt.") else f"{key}={value}")
+    return uses
 
 
 def parse_override(text: str) -> tuple[str, Any]:

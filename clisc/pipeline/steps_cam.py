@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clisc.data.io import require_segs
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
@@ -19,20 +20,34 @@ from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
 from clisc.stages.amda import amda_training_set
 from clisc.stages.cam import cam_to_mask, layer_cam, postprocess_cam_volume
 from clisc.stages.classifier import predict_tumour_prob, slices_to_input, train_classifier
+from clisc.stages.slice_input import axial_slices, brain_of
 from clisc.stages.slice_labels import label_volume
 
 CAM_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.80001, 0.05), 2))
 
 
 def brain_slices(volume: Volume) -> np.ndarray:
-    """Indices z of the axial slices that show brain (non-constant), in order."""
-    flat = volume.image.reshape(-1, volume.image.shape[2])
-    return np.flatnonzero(flat.max(axis=0) > flat.min(axis=0))
+    """Indices z of the axial slices that show brain (any brain-mask voxel), in order: the one place
+    that selects the slices of the 2D stages."""
+    return np.flatnonzero(brain_of(volume).any(axis=(0, 1)))
+
+
+def labelled_volumes(ctx: RunContext, split: str, why: str) -> list[Volume]:
+    """The volumes of ``split`` for a use of ground truth (``why``, e.g. "gt.gate_cams_with_gt"):
+    a one-line DataError naming the first missing segmentation file when a case has none."""
+    require_segs((ctx.cases[c] for c in ctx.split[split]), why)
+    return ctx.volumes(split)
 
 
 def gt_slice_labels(volume: Volume) -> np.ndarray:
     """Per-slice ground-truth label (tumour present), ``Z`` uint8; only the GT switches read it."""
     return volume.label.reshape(-1, volume.label.shape[2]).any(axis=0).astype(np.uint8)
+
+
+def classifier_input(volume: Volume, zs: np.ndarray, size: int) -> torch.Tensor:
+    """Classifier / CAM input ``Nx3xSxS`` float32 in [0, 1] of the axial slices ``zs``: background
+    black (``clisc.stages.slice_input``), resized to SxS."""
+    return slices_to_input(axial_slices(volume.image, zs), size, axial_slices(brain_of(volume), zs))
 
 
 def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
@@ -42,7 +57,7 @@ def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
 
     def compute(out: Path) -> None:
         clip = load_clip_cached(arch, s.foundation.weights, ctx.device)
-        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels) for v in ctx.volumes("train")}
+        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels, brain_of(v)) for v in ctx.volumes("train")}
         save_arrays(out / "labels.npz", labels)
         (out / "weights.json").write_text(json.dumps({"clip": clip.record.tag}))
 
@@ -55,10 +70,10 @@ def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
 
 
 def _inputs(volume: Volume, zs: np.ndarray, size: int) -> np.ndarray:
-    """Slices ``z in zs`` as ``NxSxS`` float16 in [0, 1] (min-max per slice, resized): volumes differ
+    """Slices ``z in zs`` as ``NxSxS`` float16 in [0, 1] (``classifier_input``): volumes differ
     in shape after cropping, the classifier's inputs do not. Half precision (finer than the 8-bit
     slices of the public code) keeps BraTS's ~36k training slices at 224 px in 3.6 GB."""
-    return slices_to_input(np.moveaxis(volume.image[:, :, zs], 2, 0), size)[:, 0].numpy().astype(np.float16)
+    return classifier_input(volume, zs, size)[:, 0].numpy().astype(np.float16)
 
 
 def _training_slices(ctx: RunContext, labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +92,7 @@ def _validation_slices(ctx: RunContext) -> tuple[torch.Tensor, np.ndarray] | Non
     if not ctx.settings.gt.select_checkpoints_on_gt:
         return None
     images, targets = [], []
-    for volume in ctx.volumes("valid"):
+    for volume in labelled_volumes(ctx, "valid", "gt.select_checkpoints_on_gt"):
         zs = brain_slices(volume)[:: ctx.settings.slices.stride]
         images.append(_inputs(volume, zs, ctx.settings.classifier.input_size))
         targets.append(gt_slice_labels(volume)[zs])
@@ -159,7 +174,7 @@ def _volume_cams(ctx: RunContext, model: torch.nn.Module, volume: Volume, gate: 
     size = ctx.settings.classifier.input_size
     for start in range(0, len(zs), 32):
         z = zs[start:start + 32]
-        x = slices_to_input(np.moveaxis(volume.image[:, :, z], 2, 0), size).to(ctx.device)
+        x = classifier_input(volume, z, size).to(ctx.device)
         cam = layer_cam(model, x, ctx.settings.cam.layers, out_size=volume.image.shape[:2])
         cams[:, :, z] = np.moveaxis(cam, 0, 2)
     return cams
@@ -169,17 +184,18 @@ def _gates(ctx: RunContext, split: str, model: torch.nn.Module) -> dict[str, np.
     """Which slices get a CAM: CLIP tumour label on train, classifier verdict elsewhere (paper);
     AND the ground-truth slice label under the code's gating switch."""
     labels = clip_labels(ctx)[1] if split == "train" else None
+    gated = ctx.settings.gt.gate_cams_with_gt
     gates = {}
-    for volume in ctx.volumes(split):
+    for volume in labelled_volumes(ctx, split, "gt.gate_cams_with_gt") if gated else ctx.volumes(split):
         if labels is not None:
             gate = labels[volume.case_id] == 1
         else:
             gate = np.zeros(volume.image.shape[2], bool)
             zs = brain_slices(volume)
             if len(zs):
-                x = slices_to_input(np.moveaxis(volume.image[:, :, zs], 2, 0), ctx.settings.classifier.input_size)
+                x = classifier_input(volume, zs, ctx.settings.classifier.input_size)
                 gate[zs] = predict_tumour_prob(model, x) > 0.5
-        if ctx.settings.gt.gate_cams_with_gt:
+        if gated:
             gate &= gt_slice_labels(volume).astype(bool)
         gates[volume.case_id] = gate
     return gates
@@ -202,7 +218,8 @@ def cam_threshold(ctx: RunContext, which: str) -> float:
 
     def compute(out: Path) -> None:
         gates = _gates(ctx, "valid", model)
-        cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in ctx.volumes("valid")]
+        volumes = labelled_volumes(ctx, "valid", "gt.tune_cam_threshold_on_gt")
+        cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in volumes]
         scores = [float(np.mean([dice(_roi(c, t, s.cam.postprocess), gt) for c, gt in cams]))
                   for t in CAM_THRESHOLD_GRID]
         best = float(CAM_THRESHOLD_GRID[int(np.argmax(scores))])

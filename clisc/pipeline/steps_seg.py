@@ -18,25 +18,20 @@ from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import load_sam_cached, sam_arch
-from clisc.pipeline.steps_cam import cam_rois
+from clisc.pipeline.steps_cam import cam_rois, labelled_volumes
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
 from clisc.stages.s3f import s3f_round
+from clisc.stages.slice_input import brain_of, model_input_volume
 from clisc.stages.unet3d import build_unet, predict_volume, train_unet
 
 
-def brain_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels that differ from the background value (the most common of the 8 corner values):
-    preprocessing sets the background to one constant in either protocol."""
-    corners = image[np.ix_(*[[0, n - 1] for n in image.shape])].ravel()
-    values, counts = np.unique(corners, return_counts=True)
-    return image != values[np.argmax(counts)]
-
-
-def sam_in_brain(image: np.ndarray, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
+def sam_in_brain(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
                  cams: np.ndarray | None = None) -> np.ndarray:
-    """SAM over a volume's slices, restricted to the brain as the public code does."""
-    return segment_volume(image, roi, prompts, sam, cams) & brain_mask(image)
+    """SAM over a volume's slices (the 2D model input: background black, ``clisc.stages.slice_input``),
+    restricted to the brain as the public code does; ``XxYxZ`` bool."""
+    brain = brain_of(volume)
+    return segment_volume(model_input_volume(volume.image, brain), roi, prompts, sam, cams) & brain
 
 
 def segmenter(ctx: RunContext) -> SamSegmenter:
@@ -54,7 +49,7 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
     return ctx._memo[memo]
 
 
-def _per_case_stage(
+def per_case_stage(
     ctx: RunContext,
     name: str,
     settings: dict,
@@ -62,7 +57,8 @@ def _per_case_stage(
     volumes: Sequence[Volume],
     segment_case: Callable[[Volume], np.ndarray],
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case."""
+    """A stage producing one ``XxYxZ`` uint8 mask per case, resumable case by case (also used by the
+    baselines for their per-case outputs)."""
     key = ctx.key(name, settings, inputs)
     work = ctx.scratch(name, key)
 
@@ -90,10 +86,10 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
     def run(volume: Volume) -> np.ndarray:
         roi = rois[volume.case_id]
         cams = roi["cam"].astype(np.float32) if s.prompts.variant == "official" else None
-        return sam_in_brain(volume.image, roi["roi"].astype(bool), s.prompts, sam, cams)
+        return sam_in_brain(volume, roi["roi"].astype(bool), s.prompts, sam, cams)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
-    return _per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
 def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, dict[str, np.ndarray]]:
@@ -102,10 +98,11 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
     prompts = PromptSettings("box+points", 0)
 
     def run(volume: Volume) -> np.ndarray:
-        return sam_in_brain(volume.image, volume.label.astype(bool), prompts, sam)
+        return sam_in_brain(volume, volume.label.astype(bool), prompts, sam)
 
+    volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "model": sam.model_tag}
-    return _per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
 def _unet_settings(ctx: RunContext):
@@ -125,7 +122,8 @@ def train_network(
         train = [v for v in ctx.volumes("train") if v.case_id in labels]
         val = None
         if us.select_on_gt_validation:
-            val = ([v.image for v in ctx.volumes("valid")], [v.label for v in ctx.volumes("valid")])
+            valid = labelled_volumes(ctx, "valid", "gt.select_checkpoints_on_gt")
+            val = ([v.image for v in valid], [v.label for v in valid])
         scratch = ctx.scratch(name, key)
         curve = EpochRecorder(scratch / HISTORY_FILE)  # beside the checkpoint: a resumed run keeps its curve
         model = train_unet(
@@ -153,7 +151,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
         return predict_volume(model, volume.image, us, ctx.device)
 
     settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap}
-    return _per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
+    return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
 def unet_round1(ctx: RunContext) -> tuple[str, torch.nn.Module]:
@@ -170,11 +168,12 @@ def s3f(ctx: RunContext) -> tuple[str, dict]:
     # "exactly as in step 5" (the official variant ranks points on prediction x image, no CAM here)
     prompts = PromptSettings(s.prompts.variant, s.s3f.box_dilation)
     volumes = ctx.volumes("train")
+    by_image = {id(v.image): v for v in volumes}  # s3f_round hands back the image; SAM needs its volume
 
     def compute(out: Path) -> None:
         result = s3f_round(
             [v.case_id for v in volumes], [v.image for v in volumes], [preds[v.case_id] for v in volumes],
-            lambda image, pred: sam_in_brain(image, pred.astype(bool), prompts, sam), s.s3f,
+            lambda image, pred: sam_in_brain(by_image[id(image)], pred.astype(bool), prompts, sam), s.s3f,
         )
         (out / "similarity.json").write_text(json.dumps({"similarity": result.similarities, "kept": result.kept}))
         save_arrays(out / "targets.npz", {k: v.astype(np.uint8) for k, v in result.targets.items()})
@@ -195,5 +194,6 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 def fully_supervised(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     """Reference row: the same network and schedule trained on the ground-truth masks."""
     return train_network(
-        ctx, "unet_supervised", [ctx.volumes_key], lambda: {v.case_id: v.label for v in ctx.volumes("train")}
+        ctx, "unet_supervised", [ctx.volumes_key],
+        lambda: {v.case_id: v.label for v in labelled_volumes(ctx, "train", "the fully supervised U-Net")},
     )

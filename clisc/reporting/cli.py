@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clisc.errors import CliscError
@@ -16,8 +17,15 @@ from clisc.tracking.ui import ui_command, ui_lines
 EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta")
 
 
-def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> tuple[list[Path], list[str]]:
+def _stderr(message: str) -> None:
+    print(f"clisc: {message}", file=sys.stderr)
+
+
+def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
+                  warn: Callable[[str], None] = _stderr) -> tuple[list[Path], list[str]]:
     """Write every table/figure the runs in ``tracking_uri`` allow; returns (files written, missing experiments).
+    Each table's warnings (e.g. a method the paper calls label-free whose runs used ground truth) go to
+    ``warn`` (default: stderr) as well as into the table's notes.
 
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf}.
@@ -30,23 +38,26 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str) -> t
             if not results:
                 missing.append(experiment)
                 continue
-            written += report_experiment(experiment, results, out)
+            written += report_experiment(experiment, results, out, warn)
     return written, missing
 
 
-def report_experiment(experiment: str, results: Sequence[MethodResult], out: Path) -> list[Path]:
+def report_experiment(experiment: str, results: Sequence[MethodResult], out: Path,
+                      warn: Callable[[str], None] = _stderr) -> list[Path]:
     """The tables/figures of one of ``EXPERIMENTS`` from its results (see :func:`write_reports`)."""
     from clisc.reporting.figures import qualitative_figure, sweep_figure
     from clisc.reporting.tables import size_table, table1, table2, write_table
 
-    if experiment == "table1":
-        written = write_table(table1(results), out / "table1")
-        written += write_table(size_table(results), out / "table1_size_groups")
-        if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
-            written += qualitative_figure(results, out / "qualitative")
+    if experiment in ("table1", "table2"):
+        table = (table1 if experiment == "table1" else table2)(results)
+        for warning in table.attrs["warnings"]:
+            warn(f"{experiment}: {warning}")
+        written = write_table(table, out / experiment)
+        if experiment == "table1":
+            written += write_table(size_table(results), out / "table1_size_groups")
+            if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
+                written += qualitative_figure(results, out / "qualitative")
         return written
-    if experiment == "table2":
-        return write_table(table2(results), out / "table2")
     return sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
 
 

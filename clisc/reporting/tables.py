@@ -1,8 +1,12 @@
 """The paper's Table 1, Table 2 and size-group table, rebuilt from MethodResults (read from MLflow).
 
 Every number comes from the per-case tables of the runs, except the paper's published values, which
-are data in ``paper_values.yaml``. Cells are display strings (``mean ± std``), so one DataFrame
-writes identically to Markdown, CSV and LaTeX; the notes explaining them travel in ``df.attrs``.
+are data in ``paper_values.yaml``. Whether a row is label-free comes from its runs' own tags
+(``label_free``, ``gt_switches``), never from the paper: a run that read ground truth outside test
+scoring says "no", and a method the paper calls label-free that ran with ground truth gets a
+warning. Cross-validation folds are pooled into one result per method x seed (all cases once).
+Cells are display strings (``mean ± std``), so one DataFrame writes identically to Markdown, CSV and
+LaTeX; the notes explaining them travel in ``df.attrs`` (``df.attrs["warnings"]``: the warnings).
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ import pandas as pd
 import yaml
 
 from clisc.evaluation import SIZE_GROUPS, bootstrap_ci, paired_wilcoxon, summarize
+from clisc.pipeline.folds import folds_note, pool_folds
 from clisc.pipeline.result import MethodResult
+from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 REFERENCE_METHOD = "clisc"
@@ -41,9 +47,10 @@ def size_groups() -> list[str]:
 
 
 def by_method(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
-    """Results grouped by method, seeds in ascending order."""
+    """Results grouped by method, seeds in ascending order; the folds of a cross-validated run are
+    first pooled into one result (:func:`clisc.pipeline.folds.pool_folds`)."""
     grouped: dict[str, list[MethodResult]] = {}
-    for result in results:
+    for result in pool_folds(results):
         grouped.setdefault(result.method, []).append(result)
     return {m: sorted(runs, key=lambda r: r.seed) for m, runs in grouped.items()}
 
@@ -68,6 +75,29 @@ def comparability_note(runs: Sequence[MethodResult]) -> str:
     if any(r.tags.get("synthetic_data", "").lower() == "true" for r in runs):
         notes.append(SYNTHETIC_DATA_NOTE)
     return "; ".join(notes)
+
+
+def runs_label_free(runs: Sequence[MethodResult]) -> bool:
+    """True when every run is tagged ``label_free=true`` (a run without the tag does not count as label-free)."""
+    return bool(runs) and all(r.tags.get("label_free", "").lower() == "true" for r in runs)
+
+
+def gt_switches(runs: Sequence[MethodResult]) -> list[str]:
+    """The ground-truth uses (``gt_switches`` tags) of any of ``runs``, sorted."""
+    return sorted({s for r in runs for s in r.tags.get("gt_switches", "none").split(",") if s and s != "none"})
+
+
+def provenance_note(runs: Sequence[MethodResult]) -> str:
+    """What a row's runs read besides test labels, and where their settings came from, else ''."""
+    notes = []
+    if not runs_label_free(runs):
+        notes.append("ground truth used: " + (", ".join(gt_switches(runs)) or "label_free tag missing"))
+    studies = sorted({r.tags["tuned_study"] for r in runs if r.tags.get("tuned_study")})
+    if studies:
+        on_labels = any(r.tags.get("tuned_on_labels") == "true" for r in runs)
+        notes.append(f"settings tuned {'on validation labels ' if on_labels else ''}in study {', '.join(studies)}")
+    pooled = sorted({folds_note(r) for r in runs} - {""})
+    return "; ".join(notes + pooled)
 
 
 def wilcoxon_p(reference: pd.Series, other: pd.Series) -> float:
@@ -101,57 +131,83 @@ def _delta(ours: float, paper: float | None) -> str:
 
 
 def _row_specs(table: str, grouped: dict[str, list[MethodResult]]) -> list[dict[str, Any]]:
-    """The paper's rows in order, then methods that ran but are not in the paper's table."""
+    """The paper's rows in order, then methods that ran but are not in the paper's table; ``label_free``
+    is the paper's claim (None for rows not in the paper), what the runs did is read from their tags."""
     specs = [dict(row) for row in paper_rows(table)]
     known = {row["method"] for row in specs}
-    for method, runs in grouped.items():
+    for method in grouped:
         if method not in known:
-            label_free = runs[0].tags.get("label_free", "").lower() == "true"
-            specs.append({"method": method, "label": method, "label_free": label_free})
+            specs.append({"method": method, "label": method, "label_free": None})
     return specs
 
 
-def _significance(grouped: dict[str, list[MethodResult]], specs: list[dict[str, Any]]) -> tuple[dict[str, float], bool]:
-    """p of CLISC vs each other method (DSC), and whether CLISC beats every other label-free one."""
+def _significance(grouped: dict[str, list[MethodResult]]) -> tuple[dict[str, float], bool]:
+    """p of CLISC vs each other method (DSC), and whether CLISC beats every other method whose runs
+    are label-free (by their tags)."""
     if REFERENCE_METHOD not in grouped:
         return {}, False
     reference = case_means(grouped[REFERENCE_METHOD], "dsc")
     p = {m: wilcoxon_p(reference, case_means(runs, "dsc")) for m, runs in grouped.items() if m != REFERENCE_METHOD}
-    rivals = [s["method"] for s in specs if s["label_free"] and s["method"] in p]
+    rivals = [m for m in p if runs_label_free(grouped[m])]
     marked = bool(rivals) and all(p[m] < ALPHA for m in rivals)
     return p, marked
 
 
-def _notes(grouped: dict[str, list[MethodResult]]) -> list[str]:
+def label_free_warnings(grouped: dict[str, list[MethodResult]], specs: list[dict[str, Any]]) -> list[str]:
+    """A warning for each method the paper calls label-free whose runs read ground truth."""
+    warnings = []
+    for spec in specs:
+        runs = grouped.get(spec["method"])
+        if runs and spec["label_free"] and not runs_label_free(runs):
+            switches = gt_switches(runs)
+            tuned = (f" (settings tuned on validation labels in study "
+                     f"{', '.join(sorted({r.tags.get('tuned_study', '?') for r in runs}))})"
+                     if TUNED_ON_LABELS_SWITCH in switches else "")
+            warnings.append(f"WARNING: {spec['label']} is label-free in the paper, but these runs used ground "
+                            f"truth ({', '.join(switches) or 'label_free tag missing'}){tuned}: label-free = no.")
+    return warnings
+
+
+def _notes(grouped: dict[str, list[MethodResult]], warnings: Sequence[str] = ()) -> list[str]:
     notes = [
         "DSC (%) and HD95 (mm): mean ± std over test cases; with several seeds, the mean of the per-seed "
         "means and of the per-seed stds (column seeds).",
         f"95% CI: percentile bootstrap ({CI_RESAMPLES} resamples, seed 0) of the mean of per-case values "
         "(each case averaged over seeds).",
         "p: two-sided paired Wilcoxon signed-rank test of per-case DSC, CLISC vs the row's method, on the "
-        f"cases both ran. * on CLISC: p < {ALPHA} against every other label-free method that ran.",
+        f"cases both ran. * on CLISC: p < {ALPHA} against every other method whose runs are label-free.",
+        "label-free: from the runs' tags (label_free, gt_switches); 'no' when any run read ground truth "
+        "outside test scoring (the note names how); empty for rows that did not run.",
         "Δ: ours minus the paper's published mean.",
     ]
+    if any(folds_note(r) for runs in grouped.values() for r in runs):
+        notes.append("Cross-validation: the per-case rows of all folds are pooled (cases = every case once; "
+                     "p pairs cases by id).")
     banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
-    return [f"WARNING: some rows ran with {b}." for b in banners] + notes
+    return [f"WARNING: some rows ran with {b}." for b in banners] + list(warnings) + notes
+
+
+def _note(runs: Sequence[MethodResult]) -> str:
+    return "; ".join(n for n in (comparability_note(runs), provenance_note(runs)) if n)
 
 
 def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFrame:
     """Rows of the paper's ``table`` (``table1``/``table2``): ours beside the paper's, CI, p, notes."""
     grouped = by_method(results)
     specs = _row_specs(table, grouped)
-    p_values, clisc_marked = _significance(grouped, specs)
+    p_values, clisc_marked = _significance(grouped)
+    warnings = label_free_warnings(grouped, specs)
     rows = []
     for spec in specs:
         method = spec["method"]
         paper_dsc, paper_hd = spec.get("dsc"), spec.get("hd95")
+        runs = grouped.get(method)
         row = {
             "method": spec["label"],
-            "label-free": "yes" if spec["label_free"] else "no",
+            "label-free": ("yes" if runs_label_free(runs) else "no") if runs else "",
             "paper DSC": _fmt(*paper_dsc) if paper_dsc else "",
             "paper HD95": _fmt(*paper_hd) if paper_hd else "",
         }
-        runs = grouped.get(method)
         if not runs:
             row.update({"seeds": "", "cases": "", "DSC": NOT_RUN, "DSC 95% CI": "", "Δ DSC": "",
                         "HD95": NOT_RUN, "HD95 95% CI": "", "Δ HD95": "", "p vs CLISC": "", "note": NOT_RUN})
@@ -170,13 +226,14 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
             "HD95 95% CI": _ci(case_means(runs, "hd95")),
             "Δ HD95": _delta(summary["hd95_mean"], paper_hd[0] if paper_hd else None),
             "p vs CLISC": "" if math.isnan(p) else f"{p:.3g}",
-            "note": comparability_note(runs),
+            "note": _note(runs),
         })
         rows.append(row)
     columns = ["method", "label-free", "seeds", "cases", "DSC", "DSC 95% CI", "paper DSC", "Δ DSC",
                "HD95", "HD95 95% CI", "paper HD95", "Δ HD95", "p vs CLISC", "note"]
     df = pd.DataFrame(rows, columns=columns)
-    df.attrs["notes"] = _notes(grouped)
+    df.attrs["notes"] = _notes(grouped, warnings)
+    df.attrs["warnings"] = warnings
     return df
 
 
@@ -194,8 +251,10 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
     """DSC (ours, paper) and HD95 (ours) per tumour-size group, rows in the paper's order."""
     grouped = by_method(results)
     groups = size_groups()
+    specs = _row_specs(table, grouped)
+    warnings = label_free_warnings(grouped, specs)
     rows = []
-    for spec in _row_specs(table, grouped):
+    for spec in specs:
         runs = grouped.get(spec["method"])
         paper_groups = spec.get("groups", {})
         row: dict[str, str] = {"method": spec["label"]}
@@ -205,12 +264,13 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
             row[f"paper DSC {group}"] = _fmt(paper_groups[group]) if group in paper_groups else ""
         for group in groups:
             row[f"HD95 {group}"] = _fmt(summary.get(f"hd95_{group}", math.nan)) if runs else NOT_RUN
-        row["note"] = comparability_note(runs) if runs else NOT_RUN
+        row["note"] = _note(runs) if runs else NOT_RUN
         rows.append(row)
     df = pd.DataFrame(rows)
-    df.attrs["notes"] = [line for line in _notes(grouped) if line.startswith("WARNING")] + [
+    df.attrs["notes"] = [line for line in _notes(grouped, warnings) if line.startswith("WARNING")] + [
         "Mean per size group (quintiles of ground-truth tumour volume); several seeds: mean of per-seed means."
     ]
+    df.attrs["warnings"] = warnings
     return df
 
 

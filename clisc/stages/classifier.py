@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from clisc.stages.slice_labels import minmax_slices, resize_slices
+from clisc.stages.slice_input import model_input_slices
+from clisc.stages.slice_labels import resize_slices
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,11 @@ class ClassifierSettings:
     select_on_gt_validation: bool = False
 
 
-def slices_to_input(slices: np.ndarray, input_size: int) -> torch.Tensor:
-    """Classifier input ``Nx3xSxS`` float32 in [0, 1] from slices ``NxHxW``: min-max per slice,
-    bilinear resize to SxS, 3 identical channels (the code: no mean/std normalisation)."""
-    return resize_slices(minmax_slices(slices), input_size).clamp_(0.0, 1.0)
+def slices_to_input(slices: np.ndarray, input_size: int, brain: np.ndarray | None = None) -> torch.Tensor:
+    """Classifier input ``Nx3xSxS`` float32 in [0, 1] from slices ``NxHxW`` and their brain mask
+    ``NxHxW`` bool: ``model_input_slices`` (black background, min-max per slice), bilinear resize
+    to SxS, 3 identical channels (the code: no mean/std normalisation)."""
+    return resize_slices(model_input_slices(slices, brain), input_size).clamp_(0.0, 1.0)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from clisc.cache import atomic_write_bytes
 from clisc.foundation.sam import model_tag as sam_model_tag
 from clisc.stages.prompts import PromptSettings, SamPrompt, prompts_from_mask
+from clisc.stages.slice_input import model_input_slices
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +53,13 @@ def equalize_hist(image: np.ndarray) -> np.ndarray:
 def prepare_slice(image_slice: np.ndarray, equalize: bool = False) -> np.ndarray:
     """``HxW`` float slice -> ``HxWx3`` uint8 SAM input, as the public code prepares it.
 
-    Min-max scaled to [0, 255] over the slice and truncated to uint8 (a constant slice gives zeros),
-    optionally histogram-equalised (``equalize_hist``), repeated on 3 identical channels.
+    Min-max scaled to [0, 255] over the slice (``clisc.stages.slice_input.model_input_slices``; the
+    pipeline hands in slices that already are model inputs, background black, for which this is the
+    identity) and truncated to uint8 (a constant slice gives zeros), optionally
+    histogram-equalised (``equalize_hist``), repeated on 3 identical channels.
     """
-    image_slice = np.asarray(image_slice, dtype=np.float64)
-    low, high = image_slice.min(), image_slice.max()
-    if high > low:
-        grey = ((image_slice - low) / (high - low) * 255).astype(np.uint8)
-    else:
-        grey = np.zeros(image_slice.shape, dtype=np.uint8)
+    unit = model_input_slices(np.asarray(image_slice)[None])[0]
+    grey = (unit.astype(np.float64) * 255).astype(np.uint8)
     if equalize:
         grey = equalize_hist(grey)
     return np.repeat(grey[:, :, None], 3, axis=2)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clisc.stages.slice_input import axial_slices, model_input_slices
+
 logger = logging.getLogger(__name__)
 
 NORMAL_PROMPT = ("an image of brain tissue showing typical signal intensity without any regions of "
@@ -48,11 +50,9 @@ class SliceLabelSettings:
 
 
 def minmax_slices(slices: np.ndarray) -> np.ndarray:
-    """Scale each slice of ``NxHxW`` to [0, 1] by its own min and max (a constant slice -> 0)."""
-    x = np.asarray(slices, dtype=np.float32)
-    low = x.min(axis=(1, 2), keepdims=True)
-    span = x.max(axis=(1, 2), keepdims=True) - low
-    return np.where(span > 0, (x - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    """Scale each slice of ``NxHxW`` to [0, 1] by its own min and max (a constant slice -> 0);
+    ``model_input_slices`` without a brain mask."""
+    return model_input_slices(slices)
 
 
 def resize_slices(slices: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -63,28 +63,33 @@ def resize_slices(slices: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
-def slices_for_clip(slices: np.ndarray, image_size: int, pil_truncation: bool = False) -> torch.Tensor:
+def slices_for_clip(slices: np.ndarray, image_size: int, pil_truncation: bool = False,
+                    brain: np.ndarray | None = None) -> torch.Tensor:
     """CLIP input ``Nx3xSxS`` in [0, 1] from float slices ``NxHxW`` (S = ``image_size``).
 
-    Default: min-max per slice, then resize (the whole slice is stretched to SxS, no centre crop).
+    Default: ``model_input_slices`` (background black, per-slice min-max; ``brain`` ``NxHxW`` bool),
+    then resize (the whole slice is stretched to SxS, no centre crop).
     ``pil_truncation`` reproduces the code, which hands the z-scored float slice to PIL: the slice is
     resized as floats, then PIL's float-to-8-bit conversion truncates to integers in [0, 255]
     (negatives -> 0), and ``ToTensor`` divides by 255.
     """
     if not pil_truncation:
-        return resize_slices(minmax_slices(slices), image_size).clamp_(0.0, 1.0)
+        return resize_slices(model_input_slices(slices, brain), image_size).clamp_(0.0, 1.0)
     resized = resize_slices(slices, image_size)
     return torch.floor(resized.clamp(0.0, 255.0)) / 255.0
 
 
 @torch.no_grad()
-def tumour_probability(clip: ClipLike, slices: np.ndarray, settings: SliceLabelSettings) -> np.ndarray:
-    """P(tumour) per slice, ``N`` float32, for float slices ``NxHxW`` (softmax over the two prompts)."""
+def tumour_probability(clip: ClipLike, slices: np.ndarray, settings: SliceLabelSettings,
+                       brain: np.ndarray | None = None) -> np.ndarray:
+    """P(tumour) per slice, ``N`` float32, for float slices ``NxHxW`` with their brain mask ``NxHxW``
+    (see ``slices_for_clip``); softmax over the two prompts."""
     text = clip.encode_text([NORMAL_PROMPT, TUMOUR_PROMPT])  # 2xD
     probs = []
     for start in range(0, len(slices), settings.batch_size):
-        batch = slices_for_clip(slices[start:start + settings.batch_size], clip.image_size,
-                                settings.pil_truncation)
+        stop = start + settings.batch_size
+        batch = slices_for_clip(slices[start:stop], clip.image_size, settings.pil_truncation,
+                                None if brain is None else brain[start:stop])
         features = clip.encode_images(batch.to(text.device, text.dtype))  # BxD
         logits = float(clip.logit_scale) * features @ text.T  # Bx2
         probs.append(logits.softmax(dim=-1)[:, 1].float().cpu().numpy())
@@ -125,18 +130,21 @@ def smooth_labels_z(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def label_volume(clip: ClipLike, image: np.ndarray, settings: SliceLabelSettings) -> np.ndarray:
-    """Stage-1 labels ``Z`` int8 of a volume ``XxYxZ`` (axial slices ``image[:, :, z]``).
+def label_volume(clip: ClipLike, image: np.ndarray, settings: SliceLabelSettings,
+                 brain: np.ndarray | None = None) -> np.ndarray:
+    """Stage-1 labels ``Z`` int8 of a volume ``XxYxZ`` (axial slices ``image[:, :, z]``) with its
+    brain mask ``XxYxZ`` bool (``Volume.brain``; None: the whole slice, plain min-max).
 
     A slice without contrast (max == min: all background, zero or z-scored) gets 0 without asking
     CLIP; it counts as a kept normal slice in the z smoothing.
     """
     image = np.asarray(image, dtype=np.float32)
-    slices = np.moveaxis(image, 2, 0)  # ZxXxY
+    slices = axial_slices(image)  # ZxXxY
     has_content = (slices.max(axis=(1, 2)) > slices.min(axis=(1, 2)))
     labels = np.zeros(slices.shape[0], dtype=np.int8)
     if has_content.any():
-        p = tumour_probability(clip, slices[has_content], settings)
+        masks = None if brain is None else axial_slices(np.asarray(brain, dtype=bool))[has_content]
+        p = tumour_probability(clip, slices[has_content], settings, masks)
         labels[has_content] = labels_from_probs(p, settings.min_confidence)
     if settings.z_smoothing:
         labels = smooth_labels_z(labels)

@@ -36,6 +36,7 @@ def dataset_entity(result: MethodResult) -> Dataset | None:
     digest = split_digest(split)
     counts = {str(k): int(v) for k, v in split["split"].value_counts().items()}
     profile = {"fingerprint": fingerprint, "split_digest": digest, "split_file": result.tags.get("split_file", ""),
+               "split_sha256": result.tags.get("split_sha256", ""),
                "cases": int(len(split)), **{f"cases_{k}": v for k, v in sorted(counts.items())},
                "synthetic": result.tags.get("synthetic_data", "")}
     source = str(root.resolve()) if root is not None else "unknown"

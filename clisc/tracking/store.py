@@ -242,7 +242,7 @@ class ExperimentRecorder:
             self.client,
             self.experiment_id,
             self.parent_run_id,
-            f"{result.method}/seed{result.seed}",
+            f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else ""),
             {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed), OWNER_TAG: owner()},
         )
         try:

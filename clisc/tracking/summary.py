@@ -3,12 +3,15 @@ stage-time charts, all built by :mod:`clisc.reporting` from the results the expe
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from clisc.pipeline.result import MethodResult
+
+log = logging.getLogger(__name__)
 
 REFERENCE = "clisc"
 STAGE_TIMES_FIGURE = "stage_times"
@@ -31,7 +34,7 @@ def summary_files(experiment: str, spec: Mapping[str, Any], results: Sequence[Me
 
     results = _for_reporting(results)
     if experiment in EXPERIMENTS:
-        files = report_experiment(experiment, results, out)
+        files = report_experiment(experiment, results, out, warn=log.warning)
     else:
         table2_methods = {row["method"] for row in paper_rows("table2")}
         layout = "table2" if {r.method for r in results} <= table2_methods else "table1"
@@ -49,7 +52,8 @@ def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -
     """Metrics and tags of the parent run: every method's seed-mean DSC/HD95 (``<method>/dsc_mean``);
     CLISC's as ``dsc_mean``/``hd95_mean``; the best other method's as ``best_rival_*`` (label-free ones
     first). A sweep gives ``best_dsc_mean`` and the swept value that reached it."""
-    from clisc.reporting.tables import by_method, seed_mean_summary
+    from clisc.pipeline.folds import pool_folds
+    from clisc.reporting.tables import by_method, runs_label_free, seed_mean_summary
 
     scored = [r for r in results if "dsc" in r.per_case.columns]
     metrics: dict[str, float] = {}
@@ -59,20 +63,21 @@ def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -
     sweep = next(iter((spec.get("sweep") or {})), None)
     if sweep:
         points = {}
-        for result in scored:
+        for result in pool_folds(scored):
             points.setdefault((result.method, str(result.params.get(sweep, ""))), []).append(result)
         (method, value), runs = max(points.items(), key=lambda kv: _finite(seed_mean_summary(kv[1])["dsc_mean"]))
         metrics["best_dsc_mean"] = seed_mean_summary(runs)["dsc_mean"]
         tags.update({"best_method": method, f"best.{sweep}": value})
         return metrics, tags
-    summaries = {m: seed_mean_summary(runs) for m, runs in by_method(scored).items()}
+    grouped = by_method(scored)
+    summaries = {m: seed_mean_summary(runs) for m, runs in grouped.items()}
     for method, summary in summaries.items():
         metrics[f"{method}/dsc_mean"] = summary["dsc_mean"]
         metrics[f"{method}/hd95_mean"] = summary["hd95_mean"]
     if REFERENCE in summaries:
         metrics["dsc_mean"] = summaries[REFERENCE]["dsc_mean"]
         metrics["hd95_mean"] = summaries[REFERENCE]["hd95_mean"]
-    label_free = {r.method for r in scored if r.tags.get("label_free", "").lower() == "true"}
+    label_free = {m for m, runs in grouped.items() if runs_label_free(runs)}
     rivals = [m for m in summaries if m != REFERENCE]
     if rivals:
         pool = [m for m in rivals if m in label_free] or rivals

@@ -42,6 +42,7 @@ def test_split_writes_csv_and_prints_counts(tiny_brats_dir, tmp_path, capsys):
 
 def test_split_default_path_under_current_directory(tiny_brats_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLISC_SPLITS_DIR")
     assert run(["data", "split", str(tiny_brats_dir)]) == 0
     written = Path(capsys.readouterr().out.strip().split(": ")[-1])
     assert written.parent == Path("splits") and (tmp_path / written).is_file()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clisc.data.discovery import CaseFiles, discover_cases
-from clisc.data.io import VALID_LABELS, load_case, whole_tumour
+from clisc.data.io import BRATS_AXCODES, VALID_LABELS, load_case, missing_seg_path, require_segs, whole_tumour
 from clisc.errors import DataError
 
 
@@ -140,3 +140,66 @@ def test_whole_tumour_merges_labels():
     seg = np.array([0, 1, 2, 4, 0], dtype=np.uint8).reshape(5, 1, 1)
     mask = whole_tumour(seg)
     assert mask.dtype == np.uint8 and mask.ravel().tolist() == [0, 1, 1, 1, 0]
+
+
+# ------------------------------------------------------------------------------------ orientation
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("S", "R", "A"), ("P", "L", "I")])
+def test_other_orientations_load_as_brats(case, tmp_path, reoriented_case_writer, axcodes):
+    brats = load_case(case)
+    assert brats.axcodes == BRATS_AXCODES
+    copy = discover_cases(reoriented_case_writer(case.flair.parent, tmp_path / "copy", axcodes).parent)[0]
+    assert nib.aff2axcodes(nib.load(copy.flair).affine) == axcodes
+    stored = load_case(copy, reorient=False)  # as stored: another voxel order
+    assert stored.axcodes == axcodes and not np.array_equal(stored.flair, brats.flair)
+    loaded = load_case(copy)
+    assert loaded.axcodes == axcodes
+    np.testing.assert_array_equal(loaded.flair, brats.flair)
+    np.testing.assert_array_equal(loaded.seg, brats.seg)
+    np.testing.assert_allclose(loaded.affine, brats.affine, atol=1e-6)
+    assert loaded.spacing == brats.spacing
+
+
+def test_anisotropic_spacing_follows_the_axes(case, tmp_path, reoriented_case_writer):
+    for path in (case.flair, case.seg):
+        image = nib.load(path)
+        affine = image.affine @ np.diag([1.0, 2.0, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), affine), path)
+    brats = load_case(case)
+    assert brats.spacing == (1.0, 2.0, 3.0)
+    copy = discover_cases(reoriented_case_writer(case.flair.parent, tmp_path / "copy", ("S", "A", "R")).parent)[0]
+    assert load_case(copy, reorient=False).spacing == (3.0, 2.0, 1.0)
+    loaded = load_case(copy)
+    assert loaded.spacing == (1.0, 2.0, 3.0)
+    np.testing.assert_array_equal(loaded.flair, brats.flair)
+
+
+@pytest.mark.parametrize("matrix, problem", [
+    ([[1.0, 1, 0], [1, 1, 0], [0, 0, 1]], "degenerate"),
+    ([[1.0, -1, 0], [1, 1, 0], [0, 0, 1]], "45 degrees oblique"),
+])
+def test_an_affine_without_clear_axes_is_refused(case, matrix, problem):
+    affine = np.eye(4)
+    affine[:3, :3] = matrix
+    for path in (case.flair, case.seg):
+        nib.save(nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj), affine), path)
+    with pytest.raises(DataError, match=f"no clear voxel axes.*{problem}") as err:
+        load_case(case)
+    assert str(case.flair) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_slightly_oblique_scan_is_reoriented_to_its_nearest_axes(case):
+    angle = np.radians(20)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-1.0, -1.0, 1.0])
+    for path in (case.flair, case.seg):
+        nib.save(nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj), affine), path)
+    assert load_case(case).axcodes == BRATS_AXCODES
+
+
+def test_require_segs_names_the_missing_file(case):
+    require_segs([case], "anything")
+    bare = CaseFiles(case.case_id, case.flair, None)
+    with pytest.raises(DataError, match="the fully supervised U-Net needs ground truth") as err:
+        require_segs([case, bare], "the fully supervised U-Net")
+    assert err.value.path == case.flair.with_name(f"{case.case_id}_seg.nii.gz") == missing_seg_path(bare)

@@ -63,3 +63,42 @@ def test_experiment_logs_each_run_as_a_child_in_mlflow(synthetic_dataset, tmp_pa
         assert back.per_case["dsc"].round(6).tolist() == result.per_case["dsc"].round(6).tolist()
         assert back.tags["protocol"] == "paper" and back.tags["synthetic_data"] == "true"
     assert (Path(tmp_path) / "runs" / "mini" / "sam_box_seed0" / "per_case.csv").is_file()
+
+
+def test_folds_expand_to_one_run_per_fold():
+    runs = list(expand({"methods": ["clisc", "raw_cam"], "seeds": [0], "folds": 3}))
+    assert [(r.method, r.fold) for r in runs] == [("clisc", 1), ("clisc", 2), ("clisc", 3),
+                                                   ("raw_cam", 1), ("raw_cam", 2), ("raw_cam", 3)]
+    assert runs[1].label == "clisc_seed0_fold2"
+
+
+@pytest.mark.parametrize("folds", ["1", "two", "true"])
+def test_bad_folds_in_a_spec(tmp_path, folds):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"methods: [clisc]\nfolds: {folds}\n")
+    with pytest.raises(CliscError, match="folds must be a whole number of at least 2"):
+        load_spec(path)
+
+
+@pytest.mark.slow
+def test_cross_validated_experiment_logs_each_fold_and_reports_pooled(synthetic_dataset, tmp_path, tracking_uri,
+                                                                       monkeypatch):
+    from mlflow import MlflowClient
+
+    from clisc.reporting.tables import table2
+
+    monkeypatch.setenv("CLISC_SPLITS_DIR", str(tmp_path / "splits"))
+    spec = tmp_path / "table2.yaml"
+    spec.write_text("name: table2\nmethods: [raw_cam, cam_amda]\nseeds: [0]\nfolds: 2\n")
+    run_experiment(spec, synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache", runs_root=tmp_path / "runs",
+                   tracking_uri=tracking_uri, echo=lambda _: None)
+    logged = load_experiment_results("table2", tracking_uri)
+    assert sorted((r.method, r.tags["fold"], r.tags["folds"]) for r in logged) == [
+        ("cam_amda", "1", "2"), ("cam_amda", "2", "2"), ("raw_cam", "1", "2"), ("raw_cam", "2", "2")]
+    names = {r.info.run_name for r in MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("table2").experiment_id])}
+    assert {"raw_cam/seed0/fold1", "cam_amda/seed0/fold2"} <= names
+    df = table2(logged).set_index("method")
+    assert df.loc["raw CAM", "cases"] == df.loc["CAM with AMDA", "cases"] == "10"
+    assert df.loc["raw CAM", "note"].endswith("pooled over 2 folds")
+    assert len(list((tmp_path / "splits").glob("*_seed0_fold*of2.csv"))) == 2

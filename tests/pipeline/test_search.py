@@ -55,3 +55,21 @@ def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(synthetic_data
     statuses = {r.data.params["trial.amda.alpha"]: r.info.status for r in client.search_runs(
         [experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags}
     assert statuses == {"20.0": "FINISHED", "150.0": "FAILED"}
+
+
+@pytest.mark.parametrize("objective,label_free", [("label_free", True), ("validation_dice", False)])
+def test_a_search_from_settings_tuned_on_labels_is_not_label_free(tmp_path, monkeypatch, objective, label_free):
+    import clisc.search.study as study_module
+    from clisc.pipeline.settings_file import read_settings_file, write_settings_file
+
+    seen = {}
+    monkeypatch.setattr(study_module, "run_search", lambda fn, *args, **kwargs: seen.update(fn=fn, **kwargs))
+    tuned = read_settings_file(write_settings_file(tmp_path / "best.yaml", {
+        "study": "earlier", "objective": "validation_dice", "label_free": False}, {"cam.threshold": 0.45}))
+    args = _args(tmp_path, tmp_path / "data", objective, None)
+    args.split = tmp_path / "split.csv"
+    run_pipeline_search(SPEC, args, {}, ("BraTS20_Training_009",), None)
+    assert seen["label_free"] is label_free and seen["fn"].keywords["split_file"] == str(tmp_path / "split.csv")
+    assert seen["fn"].keywords["skip_cases"] == ("BraTS20_Training_009",)
+    run_pipeline_search(SPEC, args, {}, (), tuned)
+    assert seen["label_free"] is False and seen["fn"].keywords["settings_file"] is tuned

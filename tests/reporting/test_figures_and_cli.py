@@ -98,7 +98,8 @@ def test_report_reads_mlflow_and_regenerates_identically(logged_store: str, tmp_
     expected |= {f"{s}{e}" for s in ("qualitative", "sweep_alpha") for e in (".png", ".pdf")}
     assert set(names) == expected
     table1_md = (out / "table1.md").read_text()
-    assert "random weights — not comparable to the paper" in table1_md and "| SaLIP | yes |" in table1_md
+    assert "random weights — not comparable to the paper" in table1_md
+    assert "| SaLIP |  |" in table1_md  # did not run: the label-free column makes no claim
     assert "not run" in table1_md
     first = {name: (out / name).read_bytes() for name in names}
     for path in out.iterdir():
@@ -111,3 +112,16 @@ def test_report_reads_mlflow_and_regenerates_identically(logged_store: str, tmp_
 def test_report_with_no_runs_fails(logged_store: str, tmp_path: Path) -> None:
     with pytest.raises(CliscError, match="sweep_beta"):
         report(["report", "--experiments", "sweep_beta", "--out", str(tmp_path), "--tracking-uri", logged_store])
+
+
+def test_report_warns_when_a_label_free_method_ran_with_ground_truth(fakes, tmp_path_factory, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    uri = fakes.fresh_store(tmp_path_factory)
+    official = {"protocol": "official", "label_free": "false", "gt_switches": "gate_cams_with_gt"}
+    with ExperimentRecorder("table2", {"experiment": "table2"}, tracking_uri=uri) as rec:
+        rec.log_result(fakes.fake_result("clisc", [70, 80, 90], tags=official))
+    assert report(["report", "--experiments", "table2", "--out", str(tmp_path), "--tracking-uri", uri]) == 0
+    err = capsys.readouterr().err
+    assert ("clisc: table2: WARNING: full CLISC is label-free in the paper, but these runs used ground truth "
+            "(gate_cams_with_gt): label-free = no.") in err
+    assert "| full CLISC | no |" in (tmp_path / "table2.md").read_text()

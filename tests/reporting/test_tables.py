@@ -101,3 +101,62 @@ def test_write_table_formats(fakes, tmp_path: Path) -> None:
     assert r"\begin{tabular}" in text and r"CLISC & yes & 1 & 10 & 80.00 $\pm$ 12.91" in text
     assert not {"±", "Δ", "—"} & set(text)
     assert r"\caption{" in text and "95\\% CI" in text
+
+
+OFFICIAL_TAGS = {"protocol": "official", "label_free": "false",
+                 "gt_switches": "gate_cams_with_gt,tune_cam_threshold_on_gt,select_checkpoints_on_gt"}
+
+
+@pytest.mark.parametrize("make_table, label", [(table1, "CLISC"), (table2, "full CLISC")])
+def test_a_ground_truth_run_is_not_called_label_free(fakes, tmp_path: Path, make_table, label: str) -> None:
+    df = make_table([fakes.fake_result("clisc", CLISC_DSC, tags=OFFICIAL_TAGS),
+                     fakes.fake_result("raw_cam", LOW_DSC)])
+    clisc = row(df, label)
+    assert clisc["label-free"] == "no"
+    assert clisc["note"] == "ground truth used: gate_cams_with_gt, select_checkpoints_on_gt, tune_cam_threshold_on_gt"
+    (warning,) = df.attrs["warnings"]
+    assert warning.startswith(f"WARNING: {label} is label-free in the paper, but these runs used ground truth")
+    assert warning in df.attrs["notes"]
+    md, _, _ = write_table(df, tmp_path / "t")
+    assert f"| {label} | no |" in md.read_text() and warning in md.read_text()
+    other, label_free = ("SaLIP", "") if make_table is table1 else ("raw CAM", "yes")  # SaLIP did not run
+    assert row(df, other)["label-free"] == label_free
+
+
+def test_settings_tuned_on_labels_show_in_the_row_and_the_warning(fakes) -> None:
+    tags = {"label_free": "false", "gt_switches": "tuned_on_validation_labels", "tuned_study": "search-vd",
+            "tuned_objective": "validation_dice", "tuned_on_labels": "true"}
+    df = table1([fakes.fake_result("clisc", CLISC_DSC, tags=tags)])
+    clisc = row(df, "CLISC")
+    assert clisc["label-free"] == "no"
+    assert clisc["note"] == ("ground truth used: tuned_on_validation_labels; "
+                             "settings tuned on validation labels in study search-vd")
+    assert "(settings tuned on validation labels in study search-vd)" in df.attrs["warnings"][0]
+    assert df.attrs["warnings"][0] in size_table([fakes.fake_result("clisc", CLISC_DSC, tags=tags)]).attrs["notes"]
+
+
+@pytest.mark.parametrize("rivals, marked", [
+    # a rival that read ground truth is no rival for the star, whatever the paper's row says
+    ([("sim2real", LOW_DSC, {}), ("salip", CLISC_DSC, OFFICIAL_TAGS)], True),
+    # a reference row whose runs are label-free by their tags is a rival
+    ([("sim2real", LOW_DSC, {}), ("fully_supervised", CLISC_DSC, {"label_free": "true"})], False),
+], ids=["gt-rival-ignored", "label-free-reference-counts"])
+def test_the_stars_rivals_are_the_label_free_runs(fakes, rivals, marked: bool) -> None:
+    df = table1([fakes.fake_result("clisc", CLISC_DSC)] + [fakes.fake_result(m, d, tags=t) for m, d, t in rivals])
+    assert row(df, "CLISC")["DSC"].endswith("*") is marked
+
+
+def test_cross_validation_folds_pool_into_one_row(fakes) -> None:
+    dsc = [float(d) for d in CLISC_DSC]
+    low = [float(d) for d in LOW_DSC]
+    results = fakes.fold_results("clisc", dsc, 5) + fakes.fold_results("raw_cam", low, 2)
+    df = table2(results)
+    clisc, raw = row(df, "full CLISC"), row(df, "raw CAM")
+    assert clisc["cases"] == "10" and clisc["seeds"] == "1" and clisc["DSC"].startswith("80.00 ± 12.91")
+    assert raw["cases"] == "10" and clisc["note"] == "pooled over 5 folds"
+    # the Wilcoxon test pairs the cases by id across differently folded runs: same p as unfolded
+    unfolded = [fakes.fake_result("clisc", dsc), fakes.fake_result("raw_cam", low)]
+    assert raw["p vs CLISC"] == row(table2(unfolded), "raw CAM")["p vs CLISC"] == "0.00195"
+    assert any(n.startswith("Cross-validation: the per-case rows of all folds are pooled") for n in df.attrs["notes"])
+    sizes = size_table(results, "table2")
+    assert row(sizes, "full CLISC")["DSC tiny"] == row(size_table(unfolded, "table2"), "full CLISC")["DSC tiny"]

@@ -33,6 +33,20 @@ def fake_result(method: str, dsc: Sequence[float], seed: int = 0, **kwargs) -> M
                         tags=tags, **kwargs)
 
 
+def fold_results(method: str, dsc: list[float], k: int, seed: int = 0, tags: dict | None = None) -> list:
+    """``method``'s per-case Dice ``dsc`` (cases case000..) cut into ``k`` fold runs (case i in fold i % k);
+    ``tags``: extra tags by fold number."""
+    whole = per_case_table(dsc)
+    results = []
+    for fold in range(1, k + 1):
+        rows = whole.iloc[[i for i in range(len(dsc)) if i % k == fold - 1]].reset_index(drop=True)
+        extra = {"fold": str(fold), "folds": str(k), "split_file": f"f{fold}.csv", **(tags or {}).get(fold, {})}
+        result = fake_result(method, [0.0], seed=seed, params={"amda.alpha": 20.0}, tags=extra)
+        result.per_case = rows
+        results.append(result)
+    return results
+
+
 def fresh_store(tmp_path_factory) -> str:
     """URI of a new empty SQLite MLflow store, copied from one migrated template per test session
     (MLflow's schema migration takes 5-20 s on a loaded machine; a copy takes milliseconds)."""

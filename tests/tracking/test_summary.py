@@ -51,7 +51,7 @@ def test_dataset_input_names_data_split_and_counts(fakes) -> None:
     profile = json.loads(entity.profile)
     assert entity.name == "BraTS2020" and len(entity.digest) <= 36
     assert profile == {"fingerprint": "abc123", "split_digest": split_digest(SPLIT), "split_file": "abc123_seed0.csv",
-                       "cases": 4, "cases_test": 1, "cases_train": 2, "cases_valid": 1, "synthetic": "false"}
+                       "split_sha256": "", "cases": 4, "cases_test": 1, "cases_train": 2, "cases_valid": 1, "synthetic": "false"}
     moved = fakes.fake_result("clisc", [1, 2], split=SPLIT.assign(split=["train", "valid", "train", "test"]),
                               data_root="/data/BraTS2020", tags={"dataset": "abc123"})
     assert dataset_entity(moved).digest != entity.digest  # another split, another dataset version

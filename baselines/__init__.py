@@ -1,0 +1,20 @@
+"""The other rows of Table 1, registered in CLISC's method registry as data.
+
+Each baseline is a module of this package exposing an output function ``segment(ctx, split) ->
+(key, {case_id: XxYxZ uint8 mask})`` over the same data layer, split, stage cache, scorer and MLflow
+tracking as CLISC; its settings are a section of ``baselines.settings.BaselineSettings``. Nothing heavy
+is imported here: an output module is imported only when its method runs.
+
+``gt_switches`` names the settings through which a baseline can read ground truth (``HEALTHY`` for
+the anomaly-detection rows): a run that turns one on is tagged ``label_free=false``.
+"""
+from __future__ import annotations
+
+from clisc.pipeline.methods import Method, register_method
+
+HEALTHY = "baselines.healthy_source"
+
+for _method in (
+    Method("flair_threshold", "baselines.flair_threshold:segment", "FLAIR threshold", gt_switches=()),
+):
+    register_method(_method)
