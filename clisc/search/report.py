@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +50,17 @@ def set_line(overrides: dict[str, Any]) -> str:
 
 
 def write_best(study: optuna.Study, path: Path, storage: str) -> Path:
-    """``best.yaml`` (see the module docstring) of the study's best complete trial."""
+    """``best.yaml`` (see the module docstring) of the study's best complete trial, written by
+    :func:`clisc.pipeline.settings_file.write_settings_file` (the reader's own format)."""
+    from clisc.pipeline.settings_file import write_settings_file
+
     best = study.best_trial
     provenance = {"study": study.study_name, "storage": storage,
                   "objective": study.user_attrs.get("objective", study.user_attrs.get("objective_metric", "")),
                   "label_free": bool(study.user_attrs.get("label_free", False)),
                   "best_trial": best.number, "value": _plain(float(best.value))}
-    text = yaml.safe_dump({"provenance": provenance, "overrides": best_overrides(study)},
-                          default_flow_style=None, sort_keys=False, width=1_000_000)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return write_settings_file(path, provenance, best_overrides(study))
 
 
 def write_plots(study: optuna.Study, out: Path) -> list[Path]:

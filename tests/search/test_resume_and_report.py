@@ -126,3 +126,16 @@ def test_trials_running_on_another_machine_count_towards_the_total(toy, tracking
                        tracking_uri=tracking_uri, label_free=False)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 3 and states[1] == TrialState.RUNNING and len(states) == 4
+
+
+def test_best_yaml_is_a_settings_file(toy, tracking_uri, tmp_path) -> None:
+    """best.yaml reads back with --settings-file's reader: its overrides, a label-using study's provenance."""
+    from clisc.pipeline.settings_file import read_settings_file
+
+    space = {"amda.alpha": {"type": "float", "low": 0, "high": 30, "step": 10}}
+    study = run_search(lambda p: toy.toy_objective({"alpha": p["amda.alpha"]}), space, n_trials=2,
+                       study_name="as-settings", storage=str(tmp_path / "s.log"), tracking_uri=tracking_uri,
+                       label_free=False, objective_name="validation_dice", reports=tmp_path)
+    tuned = read_settings_file(tmp_path / "search" / "as-settings" / "best.yaml")
+    assert tuned.overrides == {"amda.alpha": study.best_params["amda.alpha"]}
+    assert tuned.tuned_on_labels and tuned.tags()["tuned_study"] == "as-settings"
