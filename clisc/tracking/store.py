@@ -235,22 +235,28 @@ class ExperimentRecorder:
         return self
 
     def log_result(self, result: MethodResult) -> str:
-        """Log ``result`` as a finished child run now; returns its run id."""
+        """Log ``result`` as a finished child run now; returns its run id. A store that stops answering
+        is a one-line :class:`CliscError` saying how to log the work again (nothing is recomputed)."""
         if self.parent_run_id is None or self.experiment_id is None:
             raise RuntimeError("ExperimentRecorder.log_result called outside its `with` block")
-        run_id = start_child_run(
-            self.client,
-            self.experiment_id,
-            self.parent_run_id,
-            f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else ""),
-            {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed), OWNER_TAG: owner()},
-        )
+        name = f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else "")
         try:
-            log_result_to_run(self.client, run_id, result)
-        except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        self.client.set_terminated(run_id, "FINISHED")
+            run_id = start_child_run(
+                self.client, self.experiment_id, self.parent_run_id, name,
+                {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed), OWNER_TAG: owner()},
+            )
+            try:
+                log_result_to_run(self.client, run_id, result)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.client.set_terminated(run_id, "FAILED")
+                raise
+            self.client.set_terminated(run_id, "FINISHED")
+        except MlflowException as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise CliscError(f"MLflow store {self.tracking_uri} failed while logging {name} ({reason}); its results "
+                             "are kept in the run folder and the stage cache: run the same command again once the "
+                             "store answers (finished stages are reused, not recomputed)") from None
         if not self.results:  # the parent's Dataset column: the data and split its children ran on
             log_dataset_input(self.client, self.parent_run_id, result)
         self.results.append(result)
@@ -285,7 +291,11 @@ class ExperimentRecorder:
                 self.client.set_terminated(self.parent_run_id, "FAILED")
                 raise
         status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
-        self.client.set_terminated(self.parent_run_id, status)
+        if exc_type is None:
+            self.client.set_terminated(self.parent_run_id, status)
+        else:  # the run's own error is the one to report, even when the store is gone too
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(self.parent_run_id, status)
 
 
 def _search_all(

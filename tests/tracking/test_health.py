@@ -69,3 +69,22 @@ def test_runs_left_running_by_a_dead_process_are_killed(tracking_uri: str) -> No
     alive = client.create_run(experiment, tags={OWNER_TAG: owner()}).info.run_id
     assert close_orphaned_runs(client, [experiment]) == [dead]
     assert client.get_run(dead).info.status == "KILLED" and client.get_run(alive).info.status == "RUNNING"
+
+
+def test_a_store_failing_mid_experiment_is_one_line_saying_how_to_log_again(tracking_uri: str, fakes,
+                                                                            monkeypatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from clisc.tracking import ExperimentRecorder
+
+    with pytest.raises(CliscError, match="run the same command again") as err:
+        with ExperimentRecorder("store_dies", {"methods": ["clisc"]}, tracking_uri=tracking_uri) as rec:
+            rec.log_result(fakes.fake_result("raw_cam", [40, 50]))
+
+            def refused(*args, **kwargs):
+                raise MlflowException("API request failed: Connection refused\nmore detail")
+
+            monkeypatch.setattr(rec.client, "log_batch", refused)
+            monkeypatch.setattr(rec.client, "set_terminated", refused)
+            rec.log_result(fakes.fake_result("clisc", [50, 60]))
+    assert "\n" not in str(err.value) and "clisc/seed0" in str(err.value) and "Connection refused" in str(err.value)
