@@ -6,6 +6,7 @@ stage runs, and U-Net training checkpoints every epoch, so a killed run resumes 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clisc.cache import atomic_write_bytes
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
@@ -65,10 +67,15 @@ def per_case_stage(
     def compute(out: Path) -> None:
         for volume in volumes:
             part = work / f"{volume.case_id}.npz"
-            if not part.is_file():
-                save_arrays(work / f"{volume.case_id}.tmp.npz", {"mask": segment_case(volume).astype(np.uint8)})
-                (work / f"{volume.case_id}.tmp.npz").replace(part)
-            shutil.copyfile(part, out / part.name)
+            try:  # finished before, by a killed run or by another process computing the same stage
+                shutil.copyfile(part, out / part.name)
+                continue
+            except FileNotFoundError:  # not yet, or that process published the stage and removed its scratch
+                pass
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, mask=segment_case(volume).astype(np.uint8))
+            atomic_write_bytes(part, buffer.getvalue())  # a temporary name of its own: concurrent runs never share one
+            (out / part.name).write_bytes(buffer.getvalue())
 
     def load(path: Path) -> dict[str, np.ndarray]:
         return {p.stem: load_arrays(p)["mask"] for p in sorted(path.glob("*.npz"))}
