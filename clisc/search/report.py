@@ -72,8 +72,9 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
     written = []
     for name, plot in _plots().items():
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # experimental API; few trials: flat axes, equal importances
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
                 axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             log.info("search plot %s skipped: %s", name, err)
