@@ -225,7 +225,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(profile=None, protocol=None)
     search.add_argument("--objective", choices=("validation_dice", "label_free"), default=None,
                         help="validation_dice reads validation labels (tagged not label-free); label_free "
-                             "maximises the SAM-vs-network agreement S3F computes (default: the spec's)")
+                             "maximises the final masks' agreement with SAM on the validation images (default: the spec's)")
     search.add_argument("--trials", type=int, default=None, help="number of trials (default: the spec's)")
     search.add_argument("--workers", type=int, default=1, help="local worker processes on one study")
     search.add_argument("--storage", default=None, help="Optuna storage: default a journal file under "

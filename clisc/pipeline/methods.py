@@ -17,14 +17,15 @@ from clisc.errors import CliscError
 
 # The settings through which the CLISC pipeline (and its ablations) can read ground truth outside test
 # scoring; each is a ground-truth use when its value is ``True`` or ``"ground_truth"``.
-PIPELINE_GT_SWITCHES = ("gt.gate_cams_with_gt", "gt.tune_cam_threshold_on_gt", "gt.select_checkpoints_on_gt")
+PIPELINE_GT_SWITCHES = ("gt.gate_cams_with_gt", "gt.tune_cam_threshold_on_gt", "gt.select_checkpoints_on_gt",
+                        "slices.labels")
 PLUGINS = ("baselines",)
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    output: str  # key of clisc.pipeline.outputs.OUTPUTS
+    output: str  # key of clisc.pipeline.run.OUTPUTS, or "package.module:function"
     title: str  # the row's name in the paper's tables
     overrides: Mapping[str, Any] = field(default_factory=dict)
     label_free: bool = True  # False for rows that read ground truth by design (references)

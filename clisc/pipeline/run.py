@@ -29,7 +29,7 @@ from clisc.pipeline.methods import Method, get_method
 from clisc.pipeline.result import MethodResult
 from clisc.pipeline.settings import Settings, apply_overrides, ground_truth_uses, resolve_settings
 from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH, SettingsFile
-from clisc.pipeline.steps_cam import cam_rois
+from clisc.pipeline.steps_cam import scored_cams
 from clisc.pipeline.steps_seg import (
     fully_supervised,
     predictions,
@@ -45,17 +45,9 @@ log = logging.getLogger(__name__)
 Output = Callable[[RunContext, str], tuple[str, dict[str, np.ndarray]]]
 
 
-def _rois(which: str) -> Output:
-    def output(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
-        key, rois = cam_rois(ctx, split, which)
-        return key, {case: r["roi"] for case, r in rois.items()}
-
-    return output
-
-
 OUTPUTS: dict[str, Output] = {
-    "cam_raw": _rois("raw"),
-    "cam_amda": _rois("amda"),
+    "cam_raw": scored_cams("raw"),
+    "cam_amda": scored_cams("amda"),
     "sam": sam_pseudo_labels,
     "unet_round1": lambda ctx, split: predictions(ctx, unet_round1(ctx), split),
     "unet_round2": lambda ctx, split: predictions(ctx, unet_round2(ctx), split),

@@ -3,8 +3,12 @@
 Two objectives (``experiments/search.yaml``):
 - ``validation_dice``: mean Dice of the method on the validation split. It reads validation labels,
   so the search and every run it selects are tagged not label-free.
-- ``label_free``: the mean agreement (Dice) between SAM and the round-1 network over the training
-  volumes, the quantity S3F computes; no label is read.
+- ``label_free``: the mean agreement (Dice, percent) between the method's masks on the validation
+  images and SAM prompted from them as in S3F (``steps_seg.sam_agreement``); an empty mask scores 0.
+  No label is read. It sees every setting the method's output depends on: for CLISC the round-2
+  network, so ``s3f.beta`` too (S3F's own similarity, computed before the beta filter, cannot).
+A searched setting that the method's output does not read (``s3f.beta`` for a method that stops
+before round 2) is refused with a one-line error, whatever the objective.
 """
 from __future__ import annotations
 
@@ -19,33 +23,63 @@ import pandas as pd
 from clisc.errors import CliscError
 from clisc.pipeline.result import MethodResult
 
-OBJECTIVES = {"validation_dice": "dsc_mean", "label_free": "s3f_agreement"}
+OBJECTIVES = {"validation_dice": "dsc_mean", "label_free": "sam_agreement"}
+# settings read only by the outputs listed (a search of them over another output would be blind)
+READ_ONLY_BY = {"s3f.beta": ("unet_round2",), "s3f.round2_targets": ("unet_round2",)}
 
 
-def s3f_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Mapping[str, Any]) -> MethodResult:
-    """Per-training-case SAM-vs-network agreement (column ``s3f_agreement``, percent), label-free."""
+def check_space(method: str, space: Mapping[str, Any]) -> None:
+    """CliscError when a searched setting cannot change ``method``'s output (``READ_ONLY_BY``)."""
+    from clisc.pipeline.methods import get_method
+
+    output = get_method(method).output
+    for key, outputs in READ_ONLY_BY.items():
+        if key in space and output not in outputs:
+            raise CliscError(f"search space: {key} does not affect method {method!r} (its output {output!r} "
+                             f"comes before it); drop {key} from the space or search a method that reads it")
+
+
+def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Mapping[str, Any]) -> MethodResult:
+    """Per-validation-case agreement of the method's masks with SAM (column ``sam_agreement``,
+    percent): label-free (the validation images are read, never their labels)."""
     from clisc.pipeline.context import RunContext
     from clisc.pipeline.methods import get_method
+<<<<<<< HEAD
     from clisc.pipeline.run import method_settings, split_table
     from clisc.pipeline.steps_seg import s3f
+=======
+    from clisc.pipeline.run import method_settings, resolve_output
+    from clisc.pipeline.settings import ground_truth_uses
+    from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
+    from clisc.pipeline.steps_seg import sam_agreement
+>>>>>>> main
 
+    spec = get_method(method)
     tuned = settings_kwargs.get("settings_file")
-    settings = method_settings(get_method(method), settings_kwargs["protocol"], settings_kwargs["profile"],
+    settings = method_settings(spec, settings_kwargs["protocol"], settings_kwargs["profile"],
                                settings_kwargs["overrides"], tuned)
     split_file = settings_kwargs.get("split_file")
     ctx = RunContext(data, settings, seed, Path(settings_kwargs["cache_root"]), settings_kwargs["device"],
                      progress=False, echo=lambda _: None, split_path=Path(split_file) if split_file else None,
                      skip_cases=tuple(settings_kwargs.get("skip_cases", ())))
-    _, result = s3f(ctx)
-    per_case = pd.DataFrame({"case_id": list(result["similarity"]),
-                             "s3f_agreement": [100.0 * v for v in result["similarity"].values()]})
-    label_free = settings.label_free and not (tuned is not None and tuned.tuned_on_labels)
+    _, agreement = sam_agreement(ctx, resolve_output(spec.output)(ctx, "valid"), "valid")
+    per_case = pd.DataFrame({"case_id": list(agreement), "sam_agreement": [100.0 * v for v in agreement.values()]})
+    gt_used = ground_truth_uses(settings, spec.gt_switches)
+    if tuned is not None and tuned.tuned_on_labels:
+        gt_used.append(TUNED_ON_LABELS_SWITCH)
     tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
+<<<<<<< HEAD
             "label_free": str(label_free).lower(), "scored_split": "train (no labels)",
             "dataset": ctx.fingerprint, "split_file": ctx.split_path.name,
             **(tuned.tags() if tuned is not None else {})}
     return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
                         histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
+=======
+            "gt_switches": ",".join(gt_used) or "none", "label_free": str(spec.label_free and not gt_used).lower(),
+            "scored_split": "valid (images only, no labels)", "split_file": ctx.split_path.name,
+            **(tuned.tags() if tuned is not None else {})}
+    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+>>>>>>> main
 
 
 def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: int, objective: str,
@@ -60,7 +94,7 @@ def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: 
         kwargs = {"protocol": protocol, "profile": profile, "overrides": merged, "cache_root": cache_root,
                   "device": device, "split_file": split_file, "skip_cases": skip_cases,
                   "settings_file": settings_file}
-        return s3f_agreement_result(method, Path(data), seed, kwargs)
+        return sam_agreement_result(method, Path(data), seed, kwargs)
     return run_method(method, data, protocol=protocol, profile=profile, seed=seed, overrides=merged,
                       cache_root=cache_root, device=device, progress=False, split="valid",
                       echo=lambda _: None, split_file=split_file, skip_cases=skip_cases,
@@ -71,11 +105,15 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
                         skip_cases: tuple[str, ...] = (), settings_file: Any = None):
     """``settings_file`` (a :class:`~clisc.pipeline.settings_file.SettingsFile`) is the base the trials
     start from; settings tuned on labels make every trial, and the search, not label-free."""
+    from clisc.pipeline.methods import get_method
+    from clisc.pipeline.run import method_settings
+    from clisc.pipeline.settings import ground_truth_uses
     from clisc.search.study import run_search
 
     objective = args.objective or spec.get("objective", "validation_dice")
     if objective not in OBJECTIVES:
         raise CliscError(f"unknown objective {objective!r}; choose {', '.join(OBJECTIVES)}")
+    check_space(spec["method"], spec["space"])
     profile = args.profile or spec.get("profile", "paper")
     protocol = args.protocol or spec.get("protocol", "paper")
     fn = functools.partial(
@@ -89,7 +127,10 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
         # spawned workers inherit this: K workers x all cores of threads would oversubscribe the CPU,
         # and spinning OpenMP threads then run many times slower (25x seen on 2 cores)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
-    label_free = (objective == "label_free" and protocol == "paper"
+    method = get_method(spec["method"])
+    fixed = method_settings(method, protocol, profile, overrides, settings_file)
+    label_free = (objective == "label_free" and method.label_free and not ground_truth_uses(fixed, method.gt_switches)
+                  and not set(spec["space"]) & set(method.gt_switches)
                   and not (settings_file is not None and settings_file.tuned_on_labels))
     study_name = args.study or f"{spec['name']}-{objective}-{profile}"
     return run_search(fn, spec["space"], args.trials or int(spec.get("n_trials", 12)), study_name,

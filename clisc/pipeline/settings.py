@@ -19,6 +19,7 @@ from clisc.errors import CliscError
 from clisc.pipeline.layers import load_layer
 from clisc.pipeline.result import flatten
 from clisc.stages.amda import AmdaSettings
+from clisc.stages.cam import THRESHOLD_RULES
 from clisc.stages.classifier import ClassifierSettings
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.s3f import S3FSettings
@@ -28,6 +29,11 @@ from clisc.stages.unet3d import UNetSettings
 
 
 GROUND_TRUTH = "ground_truth"  # the value of a multi-choice setting that reads ground-truth labels
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -42,24 +48,48 @@ class FoundationSettings:
 
 @dataclass(frozen=True)
 class SliceSelection:
-    """Which axial slices enter the 2D stages: every ``stride``-th slice with brain in it."""
+    """Which axial slices enter the 2D stages (every ``stride``-th slice with brain in it) and the
+    source of their tumour/normal labels: ``clip`` (the paper) or ``ground_truth`` (an oracle: tumour
+    present in the slice's segmentation; a ground-truth use that needs no CLIP weights)."""
 
     stride: int = 1
+    labels: str = "clip"
+
+    def __post_init__(self) -> None:
+        _one_of("labels", self.labels, ("clip", GROUND_TRUTH))
 
 
 @dataclass(frozen=True)
 class CamSettings:
-    """Layer-CAM target layers and the binarisation that turns a CAM into the ROI prompting SAM."""
+    """Layer-CAM target layers, which training slices get a CAM, and the binarisation that turns a
+    CAM into a ROI (see ``clisc.stages.cam``).
+
+    ``layers``: ResNet50 modules fused by maximum (paper: "intermediate layers"; ``layer3`` as the
+    code). ``threshold_rule``: ``fixed`` (``cam >= threshold``), ``otsu_slice`` or ``otsu_volume``.
+    ``train_gate``: training slices with a CAM are those ``labels`` calls tumour (paper, CLIP or the
+    oracle) or those the ``classifier`` calls tumour (the code); other splits always use the
+    classifier's verdict. ``postprocess``: the code's 3x3x3 opening + components >= 1/3 of the
+    largest, on the ROIs that prompt SAM; ``postprocess_scored``: the same on the CAM rows scored as
+    segmentations (raw CAM, CAM with AMDA).
+    """
 
     layers: tuple[str, ...] = ("layer3",)
     threshold: float = 0.5
-    postprocess: bool = True  # the code's 3x3x3 opening + components >= 1/3 of the largest
+    threshold_rule: str = "fixed"
+    train_gate: str = "labels"
+    postprocess: bool = False
+    postprocess_scored: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of("threshold_rule", self.threshold_rule, THRESHOLD_RULES)
+        _one_of("train_gate", self.train_gate, ("labels", "classifier"))
 
 
 @dataclass(frozen=True)
 class SamSettings:
     batch_size: int = 8
     equalize: bool = False  # the code equalises the slice histogram before SAM
+    brain_only: bool = False  # the code zeroes SAM's masks outside the brain (image != background)
     # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"
@@ -98,7 +128,10 @@ class Settings:
 
     @property
     def label_free(self) -> bool:
-        return not self.gt.active()
+        """No ground-truth switch of the pipeline (``PIPELINE_GT_SWITCHES``) is on."""
+        from clisc.pipeline.methods import PIPELINE_GT_SWITCHES
+
+        return not ground_truth_uses(self, PIPELINE_GT_SWITCHES)
 
     def flat(self) -> dict[str, Any]:
         """``{"section.name": value}`` for logging (tuples as lists)."""

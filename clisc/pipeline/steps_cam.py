@@ -1,4 +1,4 @@
-"""Figure 1, left half: CLIP slice labels -> ResNet50 classifier -> Layer-CAM -> AMDA -> CAM ROIs.
+"""Figure 1, left half: slice labels (CLIP) -> ResNet50 classifier -> Layer-CAM -> AMDA -> CAM ROIs.
 
 Each function is one cached stage over a :class:`~clisc.pipeline.context.RunContext` and returns
 ``(key, value)``; keys chain, so a change upstream re-runs exactly what depends on it.
@@ -14,16 +14,17 @@ import torch
 
 from clisc.data.io import require_segs
 from clisc.data.preprocessing import Volume
+from clisc.errors import CliscError
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
 from clisc.stages.amda import amda_training_set
-from clisc.stages.cam import cam_to_mask, layer_cam, postprocess_cam_volume
+from clisc.stages.cam import best_threshold, binarise_cams, layer_cam, postprocess_cam_volume
 from clisc.stages.classifier import predict_tumour_prob, slices_to_input, train_classifier
 from clisc.stages.slice_input import axial_slices, brain_of
 from clisc.stages.slice_labels import label_volume
 
-CAM_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.80001, 0.05), 2))
+CAM_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.80001, 0.05), 2))  # the code's: 0.05 .. 0.80
 
 
 def brain_slices(volume: Volume) -> np.ndarray:
@@ -67,6 +68,16 @@ def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
 
     settings = {"clip": arch, "weights": s.foundation.weights, "labels": s.slice_labels}
     return ctx.stage("slice_labels", settings, [ctx.volumes_key], compute, load)
+
+
+def slice_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
+    """The training slices' labels the classifier learns (``Z`` int8 per case) by ``slices.labels``:
+    CLIP's (:func:`clip_labels`), or the oracle's (tumour present in the slice's segmentation; no
+    CLIP is loaded, a ground-truth use)."""
+    if ctx.settings.slices.labels == "clip":
+        return clip_labels(ctx)
+    volumes = labelled_volumes(ctx, "train", "slices.labels=ground_truth")
+    return f"gt-slice-labels-{ctx.volumes_key}", {v.case_id: gt_slice_labels(v).astype(np.int8) for v in volumes}
 
 
 def _inputs(volume: Volume, zs: np.ndarray, size: int) -> np.ndarray:
@@ -129,8 +140,8 @@ def _loader(ctx: RunContext, seed: int, stage: str):
 
 
 def classifier_raw(ctx: RunContext) -> tuple[str, torch.nn.Module]:
-    """ResNet50 trained on the CLIP labels (before AMDA)."""
-    labels_key, labels = clip_labels(ctx)
+    """ResNet50 trained on the slice labels (CLIP's, or the oracle's), before AMDA."""
+    labels_key, labels = slice_labels(ctx)
     s = ctx.settings
     settings = {"classifier": _classifier_settings(ctx), "stride": s.slices.stride, "seed": ctx.seed,
                 "foundation": (s.foundation.size, s.foundation.weights)}
@@ -143,12 +154,14 @@ def classifier_raw(ctx: RunContext) -> tuple[str, torch.nn.Module]:
 
 
 def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
-    """The classifier retrained with AMDA (paper: masked copies + originals; code: intensity masking)."""
+    """The classifier retrained with AMDA (paper: masked copies + originals; code: intensity masking).
+    Without AMDA (``amda.mode=none``, or ``alpha = 0``: nothing to mask) it IS the raw classifier,
+    same key and same cache entries downstream."""
     raw_key, raw_model = classifier_raw(ctx)
     s = ctx.settings
-    if s.amda.mode == "none":
+    if not s.amda.active:
         return raw_key, raw_model
-    labels_key, labels = clip_labels(ctx)
+    labels_key, labels = slice_labels(ctx)
 
     def compute(out: Path) -> None:
         x, targets = _training_slices(ctx, labels)
@@ -162,9 +175,16 @@ def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
         augmented, aug_targets = amda_training_set(x, cams, targets, s.amda, np.random.default_rng(ctx.seed))
         _train(ctx, out, augmented, aug_targets, ctx.seed + 1)
 
-    settings = {"amda": s.amda, "cam_layers": s.cam.layers, "seed": ctx.seed}
+    settings = {"amda": s.amda.read(), "seed": ctx.seed}
+    if s.amda.mode == "paper":
+        settings["cam_layers"] = s.cam.layers
     return ctx.stage("classifier_amda", settings, [raw_key, labels_key], compute,
                      _loader(ctx, ctx.seed + 1, "classifier_amda"))
+
+
+def classifier(ctx: RunContext, which: str) -> tuple[str, torch.nn.Module]:
+    """``which`` = "raw" or "amda"."""
+    return (classifier_amda if which == "amda" else classifier_raw)(ctx)
 
 
 def _volume_cams(ctx: RunContext, model: torch.nn.Module, volume: Volume, gate: np.ndarray) -> np.ndarray:
@@ -180,74 +200,105 @@ def _volume_cams(ctx: RunContext, model: torch.nn.Module, volume: Volume, gate: 
     return cams
 
 
+def gate_slices(labels: np.ndarray | None, verdict: np.ndarray, gt: np.ndarray | None) -> np.ndarray:
+    """Which slices of a volume get a CAM, ``Z`` bool: those whose training ``labels`` (``Z``) say
+    tumour, or, without labels, those the classifier's ``verdict`` (``Z`` bool) calls tumour; AND
+    the ground-truth slice labels ``gt`` (``Z``) when given (the code's gating switch)."""
+    gate = (np.asarray(labels) == 1) if labels is not None else np.asarray(verdict, bool).copy()
+    return gate & np.asarray(gt, bool) if gt is not None else gate
+
+
+def _verdict(ctx: RunContext, model: torch.nn.Module, volume: Volume) -> np.ndarray:
+    """The classifier's tumour verdict per slice, ``Z`` bool: P(tumour) > 0.5 (argmax, a tie is
+    normal, as the code's ``torch.max``) on the brain slices, False elsewhere."""
+    verdict = np.zeros(volume.image.shape[2], bool)
+    zs = brain_slices(volume)
+    if len(zs):
+        verdict[zs] = predict_tumour_prob(model, classifier_input(volume, zs, ctx.settings.classifier.input_size)) > 0.5
+    return verdict
+
+
+def _gate_reads_labels(ctx: RunContext, split: str) -> bool:
+    return split == "train" and ctx.settings.cam.train_gate == "labels"
+
+
 def _gates(ctx: RunContext, split: str, model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """Which slices get a CAM: CLIP tumour label on train, classifier verdict elsewhere (paper);
-    AND the ground-truth slice label under the code's gating switch."""
-    labels = clip_labels(ctx)[1] if split == "train" else None
-    gated = ctx.settings.gt.gate_cams_with_gt
+    """Which slices get a CAM (see :func:`gate_slices`): on the training split the slice labels
+    (paper) or the classifier (code, ``cam.train_gate``); elsewhere the classifier."""
+    labels = slice_labels(ctx)[1] if _gate_reads_labels(ctx, split) else None
+    gt_gate = ctx.settings.gt.gate_cams_with_gt
     gates = {}
-    for volume in labelled_volumes(ctx, split, "gt.gate_cams_with_gt") if gated else ctx.volumes(split):
-        if labels is not None:
-            gate = labels[volume.case_id] == 1
-        else:
-            gate = np.zeros(volume.image.shape[2], bool)
-            zs = brain_slices(volume)
-            if len(zs):
-                x = classifier_input(volume, zs, ctx.settings.classifier.input_size)
-                gate[zs] = predict_tumour_prob(model, x) > 0.5
-        if gated:
-            gate &= gt_slice_labels(volume).astype(bool)
-        gates[volume.case_id] = gate
+    for volume in labelled_volumes(ctx, split, "gt.gate_cams_with_gt") if gt_gate else ctx.volumes(split):
+        verdict = None if labels is not None else _verdict(ctx, model, volume)
+        gates[volume.case_id] = gate_slices(None if labels is None else labels[volume.case_id], verdict,
+                                            gt_slice_labels(volume) if gt_gate else None)
     return gates
 
 
-def _roi(cams: np.ndarray, threshold: float, postprocess: bool) -> np.ndarray:
-    mask = cam_to_mask(cams, threshold)
-    return postprocess_cam_volume(mask) if postprocess else mask
-
-
 def cam_threshold(ctx: RunContext, which: str) -> float:
-    """The CAM binarisation threshold: fixed (label-free), or the code's grid search on validation GT
-    (a cached stage, so every split and every later run reuses it)."""
+    """The fixed CAM binarisation threshold: ``cam.threshold`` (label-free), or the code's grid search
+    on validation ground truth (a cached stage, so every split and every later run reuses it)."""
     s = ctx.settings
     if not s.gt.tune_cam_threshold_on_gt:
         return s.cam.threshold
-    from clisc.evaluation.metrics import dice
-
-    model_key, model = (classifier_amda if which == "amda" else classifier_raw)(ctx)
+    if s.cam.threshold_rule != "fixed":
+        raise CliscError(f"gt.tune_cam_threshold_on_gt picks one fixed threshold; it cannot be combined with "
+                         f"cam.threshold_rule={s.cam.threshold_rule} (set cam.threshold_rule=fixed)")
+    model_key, model = classifier(ctx, which)
 
     def compute(out: Path) -> None:
         gates = _gates(ctx, "valid", model)
         volumes = labelled_volumes(ctx, "valid", "gt.tune_cam_threshold_on_gt")
-        cams = [(_volume_cams(ctx, model, v, gates[v.case_id]), v.label) for v in volumes]
-        scores = [float(np.mean([dice(_roi(c, t, s.cam.postprocess), gt) for c, gt in cams]))
-                  for t in CAM_THRESHOLD_GRID]
-        best = float(CAM_THRESHOLD_GRID[int(np.argmax(scores))])
+        cams = [_volume_cams(ctx, model, v, gates[v.case_id]) for v in volumes]
+        best, scores = best_threshold(cams, [v.label for v in volumes], CAM_THRESHOLD_GRID)
         (out / "threshold.json").write_text(json.dumps({"threshold": best, "grid_dice": scores}))
 
     def load(path: Path) -> float:
         return json.loads((path / "threshold.json").read_text())["threshold"]
 
-    settings = {"grid": CAM_THRESHOLD_GRID, "cam": dataclasses.replace(s.cam, threshold=None), "gt": s.gt}
-    return ctx.stage(f"cam_threshold_{which}", settings, [model_key, ctx.volumes_key], compute, load)[1]
+    settings = {"grid": CAM_THRESHOLD_GRID, "layers": s.cam.layers, "gate_with_gt": s.gt.gate_cams_with_gt}
+    return ctx.stage("cam_threshold", settings, [model_key, ctx.volumes_key], compute, load)[1]
 
 
 def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, dict[str, dict[str, np.ndarray]]]:
-    """CAMs and ROI masks of one split: ``{case_id: {"cam": XxYxZ float16, "roi": XxYxZ uint8}}``."""
-    model_key, model = (classifier_amda if which == "amda" else classifier_raw)(ctx)
+    """CAMs and their binarisation on one split: ``{case_id: {"cam": XxYxZ float16, "mask": XxYxZ
+    uint8}}``, the mask before any 3D clean-up (see :func:`roi_masks`). Keyed by the classifier, not
+    by ``which``: without AMDA the raw and AMDA entries are one."""
+    model_key, model = classifier(ctx, which)
     s = ctx.settings
-    threshold = cam_threshold(ctx, which)
+    threshold = cam_threshold(ctx, which)  # refuses a GT-tuned threshold with an Otsu rule
+    threshold = threshold if s.cam.threshold_rule == "fixed" else None
 
     def compute(out: Path) -> None:
         gates = _gates(ctx, split, model)
         for volume in ctx.volumes(split):
             cams = _volume_cams(ctx, model, volume, gates[volume.case_id])
-            roi = _roi(cams, threshold, s.cam.postprocess).astype(np.uint8)
-            save_arrays(out / f"{volume.case_id}.npz", {"cam": cams.astype(np.float16), "roi": roi})
+            mask = binarise_cams(cams, s.cam.threshold_rule, threshold).astype(np.uint8)
+            save_arrays(out / f"{volume.case_id}.npz", {"cam": cams.astype(np.float16), "mask": mask})
 
     def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
         return {p.stem: load_arrays(p) for p in sorted(path.glob("*.npz"))}
 
-    settings = {"split": split, "cam": dataclasses.replace(s.cam, threshold=threshold), "gt": s.gt}
-    inputs = [model_key, ctx.volumes_key] + ([clip_labels(ctx)[0]] if split == "train" else [])
-    return ctx.stage(f"cam_rois_{which}", settings, inputs, compute, load)
+    settings = {"split": split, "layers": s.cam.layers, "rule": s.cam.threshold_rule, "threshold": threshold,
+                "gate": s.cam.train_gate if split == "train" else "classifier", "gate_with_gt": s.gt.gate_cams_with_gt}
+    inputs = [model_key, ctx.volumes_key] + ([slice_labels(ctx)[0]] if _gate_reads_labels(ctx, split) else [])
+    return ctx.stage("cam_rois", settings, inputs, compute, load)
+
+
+def roi_masks(ctx: RunContext, split: str, which: str, postprocess: bool) -> tuple[str, dict[str, np.ndarray]]:
+    """``(key, {case_id: XxYxZ bool})``: the binarised CAMs of :func:`cam_rois`, cleaned up in 3D
+    (the code's opening + component filter) when ``postprocess``; the key names both."""
+    key, rois = cam_rois(ctx, split, which)
+    masks = {case: r["mask"].astype(bool) for case, r in rois.items()}
+    if postprocess:
+        masks = {case: postprocess_cam_volume(mask) for case, mask in masks.items()}
+    return f"{key}-post{int(postprocess)}", masks
+
+
+def scored_cams(which: str):
+    """The output of the CAM rows of Table 2 ("raw CAM", "CAM with AMDA"): the binarised CAMs of a
+    split, post-processed with ``cam.postprocess_scored``."""
+    def output(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
+        return roi_masks(ctx, split, which, ctx.settings.cam.postprocess_scored)
+
+    return output

@@ -20,20 +20,23 @@ from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import load_sam_cached, sam_arch
-from clisc.pipeline.steps_cam import cam_rois, labelled_volumes
+from clisc.pipeline.steps_cam import labelled_volumes, roi_masks
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
-from clisc.stages.s3f import s3f_round
+from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
 from clisc.stages.slice_input import brain_of, model_input_volume
 from clisc.stages.unet3d import build_unet, predict_volume, train_unet
 
 
-def sam_in_brain(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
-                 cams: np.ndarray | None = None) -> np.ndarray:
-    """SAM over a volume's slices (the 2D model input: background black, ``clisc.stages.slice_input``),
-    restricted to the brain as the public code does; ``XxYxZ`` bool."""
+def sam_volume(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
+               brain_only: bool) -> np.ndarray:
+    """SAM over a volume's slices ``XxYxZ`` bool (the 2D model input: background black,
+    ``clisc.stages.slice_input``), each prompted from its ``roi`` slice (``XxYxZ``; the "official"
+    prompt variant ranks its points on this binary ROI x image, as the code does on its
+    post-processed CAM); zeroed outside the brain with ``brain_only`` (``sam.brain_only``)."""
     brain = brain_of(volume)
-    return segment_volume(model_input_volume(volume.image, brain), roi, prompts, sam, cams) & brain
+    masks = segment_volume(model_input_volume(volume.image, brain), roi, prompts, sam)
+    return masks & brain if brain_only else masks
 
 
 def segmenter(ctx: RunContext) -> SamSegmenter:
@@ -84,18 +87,17 @@ def per_case_stage(
 
 
 def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
-    """SAM prompted from the AMDA-CAM ROI of each slice: the 3D pseudo-labels (train) or the
-    Table-2 SAM rows (test)."""
-    rois_key, rois = cam_rois(ctx, split, "amda")
+    """SAM prompted from the AMDA-CAM ROI of each slice (``cam.postprocess``: after the code's 3D
+    clean-up): the 3D pseudo-labels (train) or the Table-2 SAM rows (test)."""
     s = ctx.settings
+    rois_key, rois = roi_masks(ctx, split, "amda", s.cam.postprocess)
     sam = segmenter(ctx)
 
     def run(volume: Volume) -> np.ndarray:
-        roi = rois[volume.case_id]
-        cams = roi["cam"].astype(np.float32) if s.prompts.variant == "official" else None
-        return sam_in_brain(volume, roi["roi"].astype(bool), s.prompts, sam, cams)
+        return sam_volume(volume, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
 
-    settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
+    settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "brain_only": s.sam.brain_only,
+                "model": sam.model_tag}
     return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
@@ -103,12 +105,14 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
     """Reference row: SAM prompted with box + points from each slice's true mask."""
     sam = segmenter(ctx)
     prompts = PromptSettings("box+points", 0)
+    brain_only = ctx.settings.sam.brain_only
 
     def run(volume: Volume) -> np.ndarray:
-        return sam_in_brain(volume, volume.label.astype(bool), prompts, sam)
+        return sam_volume(volume, volume.label.astype(bool), prompts, sam, brain_only)
 
     volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
-    settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "model": sam.model_tag}
+    settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "brain_only": brain_only,
+                "model": sam.model_tag}
     return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
@@ -117,11 +121,13 @@ def _unet_settings(ctx: RunContext):
 
 
 def train_network(
-    ctx: RunContext, name: str, inputs: list[str], targets: Callable[[], dict[str, np.ndarray]]
+    ctx: RunContext, name: str, inputs: list[str], targets: Callable[[], dict[str, np.ndarray]],
+    reads: dict | None = None,
 ) -> tuple[str, torch.nn.Module]:
-    """A 3D U-Net trained on ``targets()`` (case id -> ``XxYxZ`` mask over training volumes)."""
+    """A 3D U-Net trained from scratch on ``targets()`` (case id -> ``XxYxZ`` mask over training
+    volumes); ``reads``: the settings ``targets`` reads beyond ``inputs`` (part of the key)."""
     us = _unet_settings(ctx)
-    settings = {"unet": us, "seed": ctx.seed}
+    settings = {"unet": us, "seed": ctx.seed, **(reads or {})}
     key = ctx.key(name, settings, inputs)
 
     def compute(out: Path) -> None:
@@ -166,36 +172,88 @@ def unet_round1(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     return train_network(ctx, "unet_round1", [labels_key], lambda: labels)
 
 
-def s3f(ctx: RunContext) -> tuple[str, dict]:
-    """S3F: round-1 predictions -> prompts -> SAM -> per-volume Dice -> keep above the beta-th percentile."""
+def _s3f_prompts(ctx: RunContext) -> PromptSettings:
+    # "exactly as in step 5" (the official variant ranks points on prediction x image, no CAM here)
+    return PromptSettings(ctx.settings.prompts.variant, ctx.settings.s3f.box_dilation)
+
+
+def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
+    """What scoring a prediction against SAM reads (the S3F stage's and the search criterion's key)."""
+    s = ctx.settings
+    return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
+            "drop_empty": s.s3f.drop_empty_predictions, "equalize": s.sam.equalize,
+            "brain_only": s.sam.brain_only, "model": sam.model_tag}
+
+
+def s3f(ctx: RunContext) -> tuple[str, S3FScores]:
+    """S3F's measurement: round-1 predictions of the training volumes -> prompts -> SAM -> Dice per
+    volume. ``beta`` and ``round2_targets`` are applied by :func:`unet_round2`, so a sweep of them
+    reuses this stage."""
     round1 = unet_round1(ctx)
     preds_key, preds = predictions(ctx, round1, "train")
     s = ctx.settings
     sam = segmenter(ctx)
-    # "exactly as in step 5" (the official variant ranks points on prediction x image, no CAM here)
-    prompts = PromptSettings(s.prompts.variant, s.s3f.box_dilation)
+    prompts, brain_only = _s3f_prompts(ctx), s.sam.brain_only
     volumes = ctx.volumes("train")
-    by_image = {id(v.image): v for v in volumes}  # s3f_round hands back the image; SAM needs its volume
+    by_image = {id(v.image): v for v in volumes}  # score_predictions hands back the image; SAM needs its volume
 
     def compute(out: Path) -> None:
-        result = s3f_round(
+        scores = score_predictions(
             [v.case_id for v in volumes], [v.image for v in volumes], [preds[v.case_id] for v in volumes],
-            lambda image, pred: sam_in_brain(by_image[id(image)], pred.astype(bool), prompts, sam), s.s3f,
+            lambda image, pred: sam_volume(by_image[id(image)], pred.astype(bool), prompts, sam, brain_only), s.s3f,
+            progress=ctx.progress,
         )
-        (out / "similarity.json").write_text(json.dumps({"similarity": result.similarities, "kept": result.kept}))
-        save_arrays(out / "targets.npz", {k: v.astype(np.uint8) for k, v in result.targets.items()})
+        (out / "similarity.json").write_text(json.dumps({"similarity": scores.similarities,
+                                                         "empty_predictions": scores.empty_predictions}))
+        save_arrays(out / "sam.npz", {k: v.astype(np.uint8) for k, v in scores.sam_masks.items()})
+        save_arrays(out / "network.npz", scores.network_masks)
 
-    def load(path: Path) -> dict:
+    def load(path: Path) -> S3FScores:
         info = json.loads((path / "similarity.json").read_text())
-        return {**info, "targets": load_arrays(path / "targets.npz")}
+        return S3FScores(info["similarity"], {k: v.astype(bool) for k, v in load_arrays(path / "sam.npz").items()},
+                         load_arrays(path / "network.npz"), info["empty_predictions"])
 
-    settings = {"s3f": s.s3f, "prompts": prompts, "equalize": s.sam.equalize, "model": sam.model_tag}
-    return ctx.stage("s3f", settings, [preds_key], compute, load)
+    return ctx.stage("s3f", _s3f_reads(ctx, sam), [preds_key], compute, load)
 
 
 def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
-    s3f_key, result = s3f(ctx)
-    return train_network(ctx, "unet_round2", [s3f_key], lambda: result["targets"])
+    """Round 2: the network retrained (from scratch) on the volumes S3F keeps (``s3f.beta``), with
+    the labels ``s3f.round2_targets`` names."""
+    s = ctx.settings
+    s3f_key, scores = s3f(ctx)
+    inputs, pseudo = [s3f_key], None
+    if s.s3f.round2_targets == "pseudo_labels":
+        pseudo_key, pseudo = sam_pseudo_labels(ctx, "train")
+        inputs.append(pseudo_key)
+    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets}
+    return train_network(ctx, "unet_round2", inputs, lambda: select_targets(scores, s.s3f, pseudo)[1], reads)
+
+
+def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]],
+                  split: str) -> tuple[str, dict[str, float]]:
+    """The label-free search criterion: per volume of ``split``, the Dice between a method's mask
+    (``output`` = ``(key, {case_id: XxYxZ mask})``, prepared as S3F prepares a prediction) and SAM
+    prompted from it as in S3F. An empty mask scores 0: a network that finds nothing must not win by
+    agreeing with SAM's empty answer. No label is read."""
+    output_key, masks = output
+    sam = segmenter(ctx)
+    s = ctx.settings
+    prompts, brain_only = _s3f_prompts(ctx), s.sam.brain_only
+
+    def compute(out: Path) -> None:
+        scores = {}
+        for volume in ctx.volumes(split):
+            mask = prepare_prediction(masks[volume.case_id], s.s3f)
+            agree = similarity(sam_volume(volume, mask.astype(bool), prompts, sam, brain_only), mask)
+            scores[volume.case_id] = agree if mask.any() else 0.0
+        (out / "agreement.json").write_text(json.dumps(scores))
+
+    def load(path: Path) -> dict[str, float]:
+        return json.loads((path / "agreement.json").read_text())
+
+    reads = {**_s3f_reads(ctx, sam), "split": split}
+    reads.pop("drop_empty")  # not read: an empty mask scores 0 here
+    return ctx.stage("sam_agreement", reads, [output_key, ctx.volumes_key], compute, load)
 
 
 def fully_supervised(ctx: RunContext) -> tuple[str, torch.nn.Module]:

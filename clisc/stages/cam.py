@@ -5,6 +5,15 @@ For a target layer with activation ``A`` (BxKxhxw) and gradient ``G = dY_c/dA`` 
 image by min-max (a constant map -> 0, as in ``pytorch_grad_cam`` which the code uses), then
 upsampled bilinearly (half-pixel centres, like ``cv2.resize``). Several layers are fused by the
 element-wise maximum of their normalised, upsampled CAMs.
+
+Target layers (``cam.layers``) are ResNet50 module names; for a 224 px input: ``layer1`` 256 x 56^2,
+``layer2`` 512 x 28^2, ``layer3`` 1024 x 14^2 (the public code's only layer), ``layer4``
+2048 x 7^2 (the last, not "intermediate").
+
+Binarisation (the ROI): ``cam >= t`` with ``t`` fixed (``cam.threshold``, 0.5 by default), chosen by
+Otsu's rule on the CAM's positive values (per slice or per volume, label-free), or, under the
+public code's ground-truth switch, the grid value with the best validation Dice
+(:func:`best_threshold`). The code's 3D clean-up (:func:`postprocess_cam_volume`) is a switch.
 """
 from __future__ import annotations
 
@@ -76,9 +85,67 @@ def layer_cam(model: nn.Module, images: torch.Tensor, layers: Sequence[str] = ("
     return fused[:, 0].clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
 
 
+THRESHOLD_RULES = ("fixed", "otsu_slice", "otsu_volume")
+
+
 def cam_to_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
     """Binary ROI ``HxW`` bool: ``cam >= threshold`` (the code's rule)."""
     return np.asarray(cam) >= threshold
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float | None:
+    """Otsu's threshold of ``values`` in [0, 1] (a 256-bin histogram over [0, 1]): the bin edge
+    maximising the between-class variance, the lower class being ``< t``. None when fewer than
+    two distinct bins are occupied (nothing to split)."""
+    counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins, range=(0.0, 1.0))
+    if np.count_nonzero(counts) < 2:
+        return None
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(counts)[:-1].astype(np.float64)  # classes split before bin i + 1
+    weight_high = counts.sum() - weight_low
+    mass_low = np.cumsum(counts * centres)[:-1]
+    mean_low = mass_low / np.maximum(weight_low, 1)
+    mean_high = (np.sum(counts * centres) - mass_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[1:-1][int(np.argmax(between))])
+
+
+def binarise_cams(cams: np.ndarray, rule: str = "fixed", threshold: float = 0.5) -> np.ndarray:
+    """ROI masks ``XxYxZ`` bool of a volume's CAMs ``XxYxZ`` (axial slices ``[:, :, z]``).
+
+    "fixed": ``cam >= threshold``. "otsu_slice" / "otsu_volume": ``cam >= t`` with ``t`` Otsu's
+    threshold of the positive CAM values of each slice / of the whole volume (zeros are the
+    slices without a CAM and the ReLU'd background: counting them would split "zero" from
+    "anything"); a slice or volume whose positive values cannot be split keeps them all.
+    """
+    cams = np.asarray(cams, dtype=np.float32)
+    if rule == "fixed":
+        return cams >= threshold
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown CAM threshold rule {rule!r}; known: {', '.join(THRESHOLD_RULES)}")
+    blocks = [cams[:, :, z:z + 1] for z in range(cams.shape[2])] if rule == "otsu_slice" else [cams]
+    masks = []
+    for block in blocks:
+        positive = block[block > 0]
+        t = otsu_threshold(positive) if positive.size else None
+        masks.append((block >= t) if t is not None else block > 0)
+    return np.concatenate(masks, axis=2) if masks else np.zeros(cams.shape, bool)
+
+
+def best_threshold(cams: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                   grid: Sequence[float]) -> tuple[float, list[float]]:
+    """The public code's ground-truth threshold search (``find_best_binary_threshold``).
+
+    For each ``t`` of ``grid``: mean Dice of ``cam >= t`` (no opening, no component filter) against
+    the labels (``XxYxZ`` each), over the volumes whose label is not empty; the first best ``t``
+    wins. Returns ``(t, mean Dice per grid value)``. (The code starts from ``t = 0`` and keeps it
+    when every Dice is 0; here the first grid value is kept instead.)
+    """
+    from clisc.evaluation.metrics import dice
+
+    pairs = [(np.asarray(c), np.asarray(g) > 0) for c, g in zip(cams, labels) if np.any(g)]
+    scores = [float(np.mean([dice(c >= t, g) for c, g in pairs])) if pairs else 0.0 for t in grid]
+    return float(grid[int(np.argmax(scores))]), scores
 
 
 def postprocess_cam_volume(mask: np.ndarray, opening: bool = True,

@@ -17,6 +17,9 @@ Variants (``PROMPT_VARIANTS``):
   ``min + 0.6 x (max - min)`` of that product over the slice (the 7th edge of its 10-bin histogram,
   about 0.6 x max since the product is 0 outside the ROI): the first, last, n/2-th, n/3-th and
   2n/3-th of them in row-major order; plus the 4 corners of the dilated box as background points.
+  The code's ``cam`` is its binarised, post-processed CAM (``cam_post``), i.e. the ROI mask itself:
+  the pipeline passes no ``cam``, so the points are ranked on ROI x image (a continuous ``cam``
+  remains possible for experiments).
 
 Paper ambiguity: the paper prompts with "the bounding box of the ROIs derived from the CAM". When the
 ROI mask has several connected components we use ONE box around all of them (as the public code does

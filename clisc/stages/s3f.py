@@ -3,10 +3,16 @@
 Paper (section 2.3): the round-1 network predicts every training volume; prompts are made from the
 prediction as in section 2.2 and SAM segments again; the similarity is the Dice between SAM's output
 and the prediction; volumes below the beta-th percentile of the similarities are dropped and the
-network is retrained (round 2) on SAM's masks of the others. Public code (step3-3_S3F.py): the
+network is retrained (round 2) on the others. Which labels round 2 learns is lost in the text we
+hold (``round2_targets``): SAM's masks of S3F (``sam``, the default), the volumes' original SAM
+pseudo-labels of round 1 (``pseudo_labels``: "low-quality pseudo-labels are filtered out"), or the
+network's own predictions (``network``, the public code). Public code (step3-3_S3F.py): the
 prediction keeps its largest 3D component before prompting, box dilation 0, volumes with an empty
-prediction are skipped, and round 2 trains on the network's own (post-processed) predictions.
+prediction are skipped. The paper is silent on both; its defaults here score every volume as it is
+(an empty prediction meets SAM's empty answer: Dice 1 by the project's empty rule, so it is kept).
 
+Two steps: :func:`score_predictions` (prompts + SAM + Dice; what S3F reads of the network) and
+:func:`select_targets` (the beta filter and the round-2 labels), so that a beta sweep reuses SAM.
 Volumes are ``XxYxZ`` numpy arrays; masks ``bool`` or ``uint8`` (0/1).
 """
 from __future__ import annotations
@@ -27,15 +33,37 @@ SegmentVolume = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``segment_volume(image XxYxZ float32, prediction XxYxZ uint8) -> XxYxZ bool``: prompts + SAM per slice."""
 
 
+ROUND2_TARGETS = ("sam", "pseudo_labels", "network")
+
+
 @dataclass(frozen=True)
 class S3FSettings:
     """S3F choices; defaults follow the paper, the public code's choices are named switches."""
 
     beta: float = 20.0  # percent: drop volumes whose similarity is below this percentile
-    round2_targets: str = "sam"  # "sam" (paper: SAM's masks) | "network" (code: round-1 predictions)
-    largest_component: bool = True  # code: keep the largest 3D component of round-1 predictions
+    round2_targets: str = "sam"  # see ROUND2_TARGETS and the module docstring
+    largest_component: bool = False  # code: keep the largest 3D component of round-1 predictions
     box_dilation: int = 0  # pixels added to the prompt box; read by the pipeline's segment_volume
-    drop_empty_predictions: bool = True  # code: a volume predicted empty gets no prompts and is dropped
+    drop_empty_predictions: bool = False  # code: a volume predicted empty gets no prompts and is dropped
+
+    def __post_init__(self) -> None:
+        if self.round2_targets not in ROUND2_TARGETS:
+            raise ValueError(f"unknown round2_targets {self.round2_targets!r}; expected one of "
+                             f"{', '.join(ROUND2_TARGETS)}")
+        if not 0.0 <= self.beta <= 100.0:
+            raise ValueError(f"beta must be a percentage in [0, 100], got {self.beta}")
+
+
+@dataclass
+class S3FScores:
+    """What S3F measures, keyed by case id: ``similarities`` Dice(SAM, prediction) of every scored
+    case; ``sam_masks`` SAM's ``XxYxZ`` bool volumes and ``network_masks`` the (reduced) predictions
+    ``XxYxZ`` uint8 of the scored cases; ``empty_predictions`` the cases dropped unscored."""
+
+    similarities: dict[str, float]
+    sam_masks: dict[str, np.ndarray]
+    network_masks: dict[str, np.ndarray]
+    empty_predictions: list[str]
 
 
 @dataclass
@@ -82,42 +110,60 @@ def select_by_percentile(similarities: Mapping[str, float], beta: float) -> list
     return [case_id for case_id, value in similarities.items() if float(value) >= threshold]
 
 
-def s3f_round(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-              segment_volume: SegmentVolume, settings: S3FSettings, progress: bool = True) -> S3FResult:
-    """Score round-1 predictions against SAM, filter by percentile, and pick round-2 targets.
+def prepare_prediction(prediction: np.ndarray, settings: S3FSettings) -> np.ndarray:
+    """A round-1 prediction as S3F reads it: ``XxYxZ`` uint8, reduced to its largest 26-connected
+    component with ``settings.largest_component``."""
+    mask = (np.asarray(prediction) > 0).astype(np.uint8)
+    return keep_largest_component(mask) if settings.largest_component else mask
 
-    ``images[i]`` (``XxYxZ`` float32) and ``predictions[i]`` (``XxYxZ`` 0/1) belong to
-    ``case_ids[i]``. With ``settings.largest_component`` each prediction is reduced to its largest
-    26-connected component *before* it is handed to ``segment_volume`` (so the prompts come from it)
-    and before it is compared with SAM's output; the reduced prediction is also the "network"
-    target.
-    """
-    if settings.round2_targets not in ("sam", "network"):
-        raise ValueError(f"unknown round2_targets {settings.round2_targets!r}; expected 'sam' or 'network'")
+
+def score_predictions(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
+                      segment_volume: SegmentVolume, settings: S3FSettings, progress: bool = True) -> S3FScores:
+    """Prompt SAM from each prediction and score the agreement (``beta`` and ``round2_targets`` are
+    not read). ``images[i]`` (``XxYxZ`` float32) and ``predictions[i]`` (``XxYxZ`` 0/1) belong to
+    ``case_ids[i]``; the prediction is prepared by :func:`prepare_prediction` before it is handed to
+    ``segment_volume`` and compared with SAM's output."""
     if not len(case_ids) == len(images) == len(predictions):
         raise ValueError(f"{len(case_ids)} case ids, {len(images)} images, {len(predictions)} predictions")
     if len(set(case_ids)) != len(case_ids):
         raise ValueError("case ids must be unique")
-    similarities: dict[str, float] = {}
-    sam_masks: dict[str, np.ndarray] = {}
-    network_masks: dict[str, np.ndarray] = {}
-    empty: list[str] = []
+    scores = S3FScores({}, {}, {}, [])
     for case_id, image, prediction in tqdm(list(zip(case_ids, images, predictions)), desc="S3F",
                                            disable=not progress):
-        mask = (np.asarray(prediction) > 0).astype(np.uint8)
-        if settings.largest_component:
-            mask = keep_largest_component(mask)
+        mask = prepare_prediction(prediction, settings)
         if settings.drop_empty_predictions and not mask.any():
-            empty.append(case_id)
+            scores.empty_predictions.append(case_id)
             continue
         sam_mask = np.asarray(segment_volume(image, mask)).astype(bool)
-        similarities[case_id] = similarity(sam_mask, mask)
-        sam_masks[case_id] = sam_mask
-        network_masks[case_id] = mask
-    kept = select_by_percentile(similarities, settings.beta)
-    source = sam_masks if settings.round2_targets == "sam" else network_masks
-    targets = {case_id: source[case_id].astype(np.uint8) for case_id in kept}
+        scores.similarities[case_id] = similarity(sam_mask, mask)
+        scores.sam_masks[case_id] = sam_mask
+        scores.network_masks[case_id] = mask
+    return scores
+
+
+def select_targets(scores: S3FScores, settings: S3FSettings,
+                   pseudo_labels: Mapping[str, np.ndarray] | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """``(kept, targets)``: the cases at or above the ``beta``-th percentile of the similarities (in
+    input order) and their round-2 labels (``XxYxZ`` uint8) by ``settings.round2_targets``;
+    ``pseudo_labels`` (case id -> round-1 SAM pseudo-label) is needed for "pseudo_labels"."""
+    kept = select_by_percentile(scores.similarities, settings.beta)
+    if settings.round2_targets == "pseudo_labels":
+        if pseudo_labels is None:
+            raise ValueError("round2_targets 'pseudo_labels' needs the round-1 pseudo-labels")
+        source = pseudo_labels
+    else:
+        source = scores.sam_masks if settings.round2_targets == "sam" else scores.network_masks
     log.info("S3F: %d scored, %d empty predictions dropped, %d kept (beta %.1f)",
-             len(similarities), len(empty), len(kept), settings.beta)
-    return S3FResult(similarities=similarities, kept=kept, sam_masks=sam_masks, targets=targets,
-                     empty_predictions=empty)
+             len(scores.similarities), len(scores.empty_predictions), len(kept), settings.beta)
+    return kept, {case_id: (np.asarray(source[case_id]) > 0).astype(np.uint8) for case_id in kept}
+
+
+def s3f_round(case_ids: Sequence[str], images: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
+              segment_volume: SegmentVolume, settings: S3FSettings, progress: bool = True,
+              pseudo_labels: Mapping[str, np.ndarray] | None = None) -> S3FResult:
+    """Score round-1 predictions against SAM, filter by percentile, and pick round-2 targets
+    (:func:`score_predictions` then :func:`select_targets`)."""
+    scores = score_predictions(case_ids, images, predictions, segment_volume, settings, progress)
+    kept, targets = select_targets(scores, settings, pseudo_labels)
+    return S3FResult(similarities=scores.similarities, kept=kept, sam_masks=scores.sam_masks, targets=targets,
+                     empty_predictions=scores.empty_predictions)

@@ -14,7 +14,7 @@ from clisc.errors import WeightsError
 from clisc.foundation.weights import WEIGHTS
 from clisc.pipeline.run import run_method
 
-STAGES = ["slice_labels", "classifier_raw", "classifier_amda", "cam_rois_amda", "sam_pseudo_labels",
+STAGES = ["slice_labels", "classifier_raw", "classifier_amda", "cam_rois", "sam_pseudo_labels",
           "unet_round1", "predictions", "s3f", "unet_round2"]
 
 
@@ -68,7 +68,7 @@ def test_ablation_shares_upstream_stages(first_run, synthetic_dataset):
     lines: list[str] = []
     run_method("no_s3f", synthetic_dataset, profile="tiny", cache_root=cache, progress=False, echo=lines.append)
     computed = {line.split()[1] for line in lines if "computed" in line}
-    assert computed == {"s3f", "unet_round2", "predictions"}  # beta=0 changes only what follows S3F
+    assert computed == {"unet_round2", "predictions"}  # beta=0 changes only what follows S3F's SAM pass
 
 
 def test_crash_in_sam_stage_resumes_to_the_same_result(first_run, synthetic_dataset, tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ import mlflow
 import optuna
 import pytest
 
-from clisc.pipeline.search import run_pipeline_search
+from clisc.errors import CliscError
+from clisc.pipeline.search import pipeline_objective, run_pipeline_search
 
 SPEC = {"name": "mini", "method": "clisc", "seed": 0,
         "space": {"amda.alpha": {"type": "float", "low": 10, "high": 20, "step": 10},
@@ -21,7 +22,7 @@ def _args(tmp_path, data, objective, tracking_uri):
 
 
 @pytest.mark.parametrize("objective,label_free,metric", [
-    ("label_free", "true", "s3f_agreement_mean"),
+    ("label_free", "true", "sam_agreement_mean"),
     ("validation_dice", "false", "dsc_mean"),
 ])
 def test_search_fills_a_study_and_nested_mlflow_runs(synthetic_dataset, tmp_path, tracking_uri, objective,
@@ -55,6 +56,29 @@ def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(synthetic_data
     statuses = {r.data.params["trial.amda.alpha"]: r.info.status for r in client.search_runs(
         [experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags}
     assert statuses == {"20.0": "FINISHED", "150.0": "FAILED"}
+
+
+@pytest.mark.slow
+def test_label_free_objective_reacts_to_beta(synthetic_dataset, tmp_path):
+    """S3F's own similarity is computed before the beta filter; the criterion (the round-2 network's
+    agreement with SAM on the validation images) is computed after it."""
+    def value(beta: float) -> float:
+        result = pipeline_objective({"s3f.beta": beta}, method="clisc", data=str(synthetic_dataset), seed=0,
+                                    objective="label_free", protocol="paper", profile="tiny", overrides={},
+                                    cache_root=str(tmp_path), device="cpu")
+        assert result.tags["label_free"] == "true" and "dsc" not in result.per_case
+        return float(result.per_case["sam_agreement"].mean())
+
+    assert value(0.0) != value(60.0)
+
+
+@pytest.mark.parametrize("objective", ["label_free", "validation_dice"])
+def test_searching_a_setting_the_method_never_reads_is_a_one_line_error(synthetic_dataset, tmp_path, tracking_uri,
+                                                                       objective):
+    spec = {**SPEC, "method": "no_self_training"}  # stops at round 1: blind to beta
+    with pytest.raises(CliscError, match="s3f.beta does not affect") as err:
+        run_pipeline_search(spec, _args(tmp_path, synthetic_dataset, objective, tracking_uri), {})
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("objective,label_free", [("label_free", True), ("validation_dice", False)])

@@ -3,9 +3,9 @@ import pytest
 import yaml
 
 from clisc.errors import CliscError
-from clisc.pipeline.methods import METHODS, get_method
+from clisc.pipeline.methods import METHODS, PIPELINE_GT_SWITCHES, get_method
 from clisc.pipeline.layers import HERE, PROFILES, PROTOCOLS
-from clisc.pipeline.settings import apply_overrides, parse_override, resolve_settings
+from clisc.pipeline.settings import apply_overrides, ground_truth_uses, parse_override, resolve_settings, setting
 
 PROFILE_DIR = HERE / "profiles"
 
@@ -28,6 +28,33 @@ def test_official_protocol_names_every_ground_truth_use():
     assert (s.preprocess.mode, s.amda.mode, s.prompts.variant, s.prompts.box_dilation) == (
         "official", "official", "official", 10)
     assert s.classifier.epochs == 400 and s.unet.inference == "resize" and s.s3f.round2_targets == "network"
+
+
+# the public code's choices the paper's text does not make: (setting, paper protocol, official protocol)
+CODE_CHOICES = [
+    ("cam.train_gate", "labels", "classifier"),
+    ("cam.postprocess", False, True),
+    ("cam.postprocess_scored", False, True),
+    ("sam.brain_only", False, True),
+    ("s3f.largest_component", False, True),
+    ("s3f.drop_empty_predictions", False, True),
+    ("amda.mode", "paper", "official"),
+    ("amda.masking", "region", "region"),
+    ("cam.threshold_rule", "fixed", "fixed"),
+    ("slices.labels", "clip", "clip"),
+]
+
+
+@pytest.mark.parametrize("key, paper, official", CODE_CHOICES)
+def test_code_choices_are_switches_off_in_the_paper_protocol(key, paper, official):
+    assert setting(resolve_settings("paper"), key) == paper
+    assert setting(resolve_settings("official"), key) == official
+
+
+def test_the_slice_label_oracle_is_a_ground_truth_use():
+    s = resolve_settings(overrides={"slices.labels": "ground_truth"})
+    assert "slices.labels" in PIPELINE_GT_SWITCHES and not s.label_free
+    assert ground_truth_uses(s, PIPELINE_GT_SWITCHES) == ["slices.labels=ground_truth"]
 
 
 def test_profile_sizes_apply_on_top_of_the_protocol():

@@ -57,17 +57,47 @@ def test_random_block_mask_is_made_of_blocks(shape: tuple[int, int], block: int)
     assert random_block_mask(shape, block, 1.0, np.random.default_rng(1)).all()
 
 
-def test_alpha_zero_masks_nothing(batch: Batch) -> None:
+@pytest.mark.parametrize("masking", ["region", "random_blocks"])
+def test_alpha_zero_is_no_amda_not_unmasked_duplicates(batch: Batch, masking: str) -> None:
     images, cams, labels = batch
-    copies, copy_labels = amda_augment(images, cams, labels, AmdaSettings(alpha=0.0),
-                                       np.random.default_rng(0))
-    assert np.array_equal(copies, images[labels == 1]) and copy_labels.tolist() == [1, 1, 1]
+    settings = AmdaSettings(alpha=0.0, masking=masking)
+    copies, copy_labels = amda_augment(images, cams, labels, settings, np.random.default_rng(0))
+    assert copies.shape == (0, 32, 32) and copy_labels.shape == (0,)
+    out, out_labels = amda_training_set(images, cams, labels, settings, np.random.default_rng(0))
+    assert np.array_equal(out, images) and out_labels.tolist() == labels.tolist()
+    assert not settings.active and settings.read() == {"mode": "none"}
 
 
+def test_region_masking_masks_exactly_the_region(batch: Batch) -> None:
+    images, cams, labels = batch
+    copies, copy_labels = amda_augment(images, cams, labels, AmdaSettings(alpha=20.0), np.random.default_rng(0))
+    assert len(copies) == 3 and np.all(copy_labels == 1)
+    for masked, source in zip(copies, np.flatnonzero(labels == 1)):
+        region = discriminative_region(cams[source], 20.0)
+        assert np.array_equal(masked != images[source], region)
+
+
+@pytest.mark.parametrize("changes, reads", [
+    ({}, {"mode": "paper", "alpha": 20.0, "copies": 1, "masking": "region"}),
+    ({"masking": "random_blocks", "mask_block": 4},
+     {"mode": "paper", "alpha": 20.0, "copies": 1, "masking": "random_blocks", "mask_block": 4, "mask_prob": 0.5}),
+    ({"mode": "official", "alpha": 0.0}, {"mode": "official", "official_fraction": 0.8}),
+    ({"mode": "none"}, {"mode": "none"}),
+    ({"copies": 0}, {"mode": "none"}),
+])
+def test_settings_read_only_what_their_mode_uses(changes: dict, reads: dict) -> None:
+    """The classifier_amda cache key: a field the mode ignores (mask_block under region masking)
+    must not change it."""
+    assert AmdaSettings(**changes).read() == reads
+    assert AmdaSettings(**changes).active is (reads["mode"] != "none")
+
+
+@pytest.mark.parametrize("masking", ["region", "random_blocks"])
 @pytest.mark.parametrize("copies_per_slice", [1, 3])
-def test_masked_pixels_lie_in_the_region_and_take_the_minimum(batch: Batch, copies_per_slice: int) -> None:
+def test_masked_pixels_lie_in_the_region_and_take_the_minimum(batch: Batch, copies_per_slice: int,
+                                                              masking: str) -> None:
     images, cams, labels = batch
-    settings = AmdaSettings(alpha=30.0, copies=copies_per_slice, mask_block=4, mask_prob=0.5)
+    settings = AmdaSettings(alpha=30.0, copies=copies_per_slice, masking=masking, mask_block=4, mask_prob=0.5)
     copies, copy_labels = amda_augment(images, cams, labels, settings, np.random.default_rng(2))
     sources = np.repeat(np.flatnonzero(labels == 1), copies_per_slice)
     assert copies.shape == (len(sources), 32, 32) and np.all(copy_labels == 1)
@@ -81,7 +111,7 @@ def test_masked_pixels_lie_in_the_region_and_take_the_minimum(batch: Batch, copi
 
 def test_seeded_determinism(batch: Batch) -> None:
     images, cams, labels = batch
-    settings = AmdaSettings(alpha=30.0, mask_block=2)
+    settings = AmdaSettings(alpha=30.0, masking="random_blocks", mask_block=2)
     first, _ = amda_augment(images, cams, labels, settings, np.random.default_rng(7))
     again, _ = amda_augment(images, cams, labels, settings, np.random.default_rng(7))
     other, _ = amda_augment(images, cams, labels, settings, np.random.default_rng(8))
@@ -116,7 +146,7 @@ def test_training_set_per_mode(batch: Batch, mode: str, size: int, originals_kep
 
 
 @pytest.mark.parametrize("changes", [{"mode": "cam"}, {"alpha": 120.0}, {"mask_prob": -0.1},
-                                     {"copies": -1}, {"mask_block": 0}])
+                                     {"copies": -1}, {"mask_block": 0}, {"masking": "blocks"}])
 def test_settings_are_checked(changes: dict) -> None:
     with pytest.raises(ValueError):
         AmdaSettings(**changes)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clisc.stages.cam import cam_to_mask, layer_cam, postprocess_cam_volume
+from clisc.stages.cam import (best_threshold, binarise_cams, cam_to_mask, layer_cam, otsu_threshold,
+                              postprocess_cam_volume)
 
 FC_WEIGHT = torch.tensor([[-1.0, -0.5, -2.0],  # class 0: all negative -> an all-zero CAM
                           [2.0, -1.0, 0.5]])  # class 1: channel 1 must be ignored (ReLU of gradient)
@@ -139,3 +140,46 @@ def test_postprocess_components_are_26_connected() -> None:
     volume[16:18, 16:18, 0:4] = True  # 16 voxels < 18: dropped
     out = postprocess_cam_volume(volume, opening=False)
     assert out.sum() == 54 + 20 and not out[16:18, 16:18, 0:4].any()
+
+
+def test_otsu_splits_two_modes_between_them() -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0.2, 0.03, 500), rng.normal(0.8, 0.03, 100)]).clip(0, 1)
+    t = otsu_threshold(values)
+    assert 0.25 < t < 0.7  # any edge in the gap splits the same classes; the first wins
+    assert ((values >= t) == (values > 0.5)).all()
+    assert otsu_threshold(np.full(10, 0.4)) is None  # one occupied bin: nothing to split
+
+
+def test_binarise_fixed_and_otsu_per_slice_and_per_volume() -> None:
+    """Slice 0's CAM is bright (0.9 on 0.6), slice 1's faint (0.3 on 0.1): per slice each keeps its
+    own peak; over the volume one threshold keeps slice 0 whole and slice 1 empty; zeros (slice 2,
+    no CAM) never count."""
+    cams = np.zeros((6, 6, 3), np.float32)
+    cams[:, :, 0], cams[:2, :2, 0] = 0.6, 0.9
+    cams[:, :, 1], cams[:2, :2, 1] = 0.1, 0.3
+    peak = np.zeros((6, 6), bool)
+    peak[:2, :2] = True
+    fixed = binarise_cams(cams, "fixed", 0.5)
+    assert fixed[:, :, 0].all() and not fixed[:, :, 1:].any()
+    per_slice = binarise_cams(cams, "otsu_slice")
+    assert np.array_equal(per_slice[:, :, 0], peak) and np.array_equal(per_slice[:, :, 1], peak)
+    per_volume = binarise_cams(cams, "otsu_volume")
+    assert per_volume[:, :, 0].all() and not per_volume[:, :, 1:].any()
+    assert not per_slice[:, :, 2].any()
+    with pytest.raises(ValueError, match="rule"):
+        binarise_cams(cams, "otsu")
+
+
+def test_gt_threshold_search_scores_raw_binarisation_like_the_code() -> None:
+    """The code (find_best_binary_threshold) scores ``cam >= t`` without opening or component
+    filter, over volumes with a non-empty label. Stray voxels at CAM 0.2 hurt every t <= 0.2 here;
+    an opening would remove them and make every t tie (first best: 0.05)."""
+    label = np.zeros((12, 12, 12), bool)
+    cube(label, (3, 3, 3), 5)
+    cam = np.where(label, 0.9, 0.0).astype(np.float32)
+    cam[0, 0, 0] = cam[11, 0, 11] = cam[0, 11, 0] = 0.2
+    empty_label_volume = (np.full_like(cam, 0.95), np.zeros_like(label))  # skipped, as in the code
+    grid = (0.05, 0.1, 0.2, 0.25, 0.5)
+    best, scores = best_threshold([cam, empty_label_volume[0]], [label, empty_label_volume[1]], grid)
+    assert best == 0.25 and scores[3] == scores[4] == 1.0 and scores[0] < 1.0

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clisc.stages.s3f import S3FSettings, s3f_round, select_by_percentile, similarity
+from clisc.stages.s3f import (S3FSettings, s3f_round, score_predictions, select_by_percentile, select_targets,
+                              similarity)
 
 SHAPE = (12, 12, 12)
 
@@ -91,13 +92,14 @@ def make_cases(n: int) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     return ids, images, predictions
 
 
-@pytest.mark.parametrize("targets", ["sam", "network"])
+@pytest.mark.parametrize("targets", ["sam", "network", "pseudo_labels"])
 def test_round_filters_the_least_similar_and_picks_targets(targets):
     shifts = [0, 1, 3, 0, 2]  # similarities 1, .75, .25, 1, .5: beta 20 drops case2 only
     ids, images, predictions = make_cases(len(shifts))
     sam = FakeSam(shifts)
-    result = s3f_round(ids, images, predictions, sam, S3FSettings(beta=20.0, round2_targets=targets),
-                       progress=False)
+    pseudo = {case_id: cube(6) for case_id in ids}  # round 1's SAM pseudo-labels
+    settings = S3FSettings(beta=20.0, round2_targets=targets, largest_component=True)
+    result = s3f_round(ids, images, predictions, sam, settings, progress=False, pseudo_labels=pseudo)
     assert result.similarities == pytest.approx({"case0": 1.0, "case1": 0.75, "case2": 0.25,
                                                  "case3": 1.0, "case4": 0.5})
     assert result.kept == ["case0", "case1", "case3", "case4"]
@@ -105,7 +107,7 @@ def test_round_filters_the_least_similar_and_picks_targets(targets):
     for case_id in result.kept:
         target = result.targets[case_id]
         assert target.dtype == np.uint8
-        expected = result.sam_masks[case_id] if targets == "sam" else cube(2)
+        expected = {"sam": result.sam_masks[case_id], "network": cube(2), "pseudo_labels": cube(6)}[targets]
         np.testing.assert_array_equal(target, expected.astype(np.uint8))
     # SAM's answer differs from the prediction for shifted cases, so the switch matters
     assert not np.array_equal(result.sam_masks["case1"], cube(2).astype(bool))
@@ -145,3 +147,31 @@ def test_round_rejects_misaligned_inputs_and_unknown_targets():
         s3f_round(ids, images[:1], predictions, FakeSam([0, 0]), S3FSettings(), progress=False)
     with pytest.raises(ValueError, match="round2_targets"):
         s3f_round(ids, images, predictions, FakeSam([0, 0]), S3FSettings(round2_targets="gt"), progress=False)
+
+
+def test_defaults_are_the_papers_plain_reading():
+    """The paper prompts from the prediction as it is and scores every volume; the code's largest
+    component and its skipping of empty predictions are switches (the official protocol's)."""
+    settings = S3FSettings()
+    assert (settings.largest_component, settings.drop_empty_predictions, settings.round2_targets) == (
+        False, False, "sam")
+
+
+def test_beta_and_targets_are_applied_after_scoring():
+    """One SAM pass serves every beta (the pipeline's S3F stage does not read beta)."""
+    shifts = [0, 1, 3, 0, 2]
+    ids, images, predictions = make_cases(len(shifts))
+    sam = FakeSam(shifts)
+    scores = score_predictions(ids, images, predictions, sam, S3FSettings(largest_component=True), progress=False)
+    assert len(sam.calls) == 5
+    kept = {beta: select_targets(scores, S3FSettings(beta=beta))[0] for beta in (0.0, 20.0, 50.0)}
+    assert kept[0.0] == ids and kept[20.0] == ["case0", "case1", "case3", "case4"]
+    assert kept[50.0] == ["case0", "case1", "case3"] and len(sam.calls) == 5
+    with pytest.raises(ValueError, match="pseudo-labels"):
+        select_targets(scores, S3FSettings(round2_targets="pseudo_labels"))
+
+
+@pytest.mark.parametrize("changes", [{"beta": 120.0}, {"round2_targets": "ground_truth"}])
+def test_settings_are_checked(changes):
+    with pytest.raises(ValueError):
+        S3FSettings(**changes)

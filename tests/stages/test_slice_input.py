@@ -12,7 +12,7 @@ from clisc.data.io import load_case
 from clisc.data.preprocessing import PreprocessSettings, Volume, preprocess
 from clisc.foundation.sam import load_sam
 from clisc.pipeline.steps_cam import brain_slices, classifier_input
-from clisc.pipeline.steps_seg import sam_in_brain
+from clisc.pipeline.steps_seg import sam_volume
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import SamSegmenter
 from clisc.stages.slice_input import background_mask, brain_of, model_input_slices, model_input_volume
@@ -145,7 +145,7 @@ def test_sam_input_has_a_black_background(real_volume: Volume, monkeypatch, equa
     zs = brain_slices(real_volume)[::10]
     roi = np.zeros(real_volume.image.shape, bool)
     roi[100:120, 100:120, zs] = True  # one prompt on every 10th brain slice
-    sam_in_brain(real_volume, roi, PromptSettings(), SamSegmenter(sam, batch_size=4, equalize=equalize))
+    sam_volume(real_volume, roi, PromptSettings(), SamSegmenter(sam, batch_size=4, equalize=equalize), brain_only=True)
     assert len(seen) == len(zs)
     images = np.stack([s[:, :, 0] for s in seen]).astype(np.float32) / 255
     assert all((s[:, :, 0] == s[:, :, 2]).all() for s in seen)
