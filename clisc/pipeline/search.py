@@ -44,15 +44,10 @@ def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     percent): label-free (the validation images are read, never their labels)."""
     from clisc.pipeline.context import RunContext
     from clisc.pipeline.methods import get_method
-<<<<<<< HEAD
-    from clisc.pipeline.run import method_settings, split_table
-    from clisc.pipeline.steps_seg import s3f
-=======
-    from clisc.pipeline.run import method_settings, resolve_output
+    from clisc.pipeline.run import method_settings, resolve_output, split_table
     from clisc.pipeline.settings import ground_truth_uses
     from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
     from clisc.pipeline.steps_seg import sam_agreement
->>>>>>> main
 
     spec = get_method(method)
     tuned = settings_kwargs.get("settings_file")
@@ -68,18 +63,11 @@ def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     if tuned is not None and tuned.tuned_on_labels:
         gt_used.append(TUNED_ON_LABELS_SWITCH)
     tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
-<<<<<<< HEAD
-            "label_free": str(label_free).lower(), "scored_split": "train (no labels)",
-            "dataset": ctx.fingerprint, "split_file": ctx.split_path.name,
-            **(tuned.tags() if tuned is not None else {})}
+            "gt_switches": ",".join(gt_used) or "none", "label_free": str(spec.label_free and not gt_used).lower(),
+            "scored_split": "valid (images only, no labels)", "dataset": ctx.fingerprint,
+            "split_file": ctx.split_path.name, **(tuned.tags() if tuned is not None else {})}
     return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
                         histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
-=======
-            "gt_switches": ",".join(gt_used) or "none", "label_free": str(spec.label_free and not gt_used).lower(),
-            "scored_split": "valid (images only, no labels)", "split_file": ctx.split_path.name,
-            **(tuned.tags() if tuned is not None else {})}
-    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
->>>>>>> main
 
 
 def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: int, objective: str,
