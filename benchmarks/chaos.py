@@ -74,7 +74,7 @@ def run_method(data: Path, cache: Path, out: Path, kill_after: dict[str, float] 
 def incomplete_entries(cache: Path) -> list[Path]:
     """Published entries (``<stage>/<key>/``, not hidden) without their manifest: a corrupt cache."""
     return [p for p in cache.glob("*/*") if p.is_dir() and not p.name.startswith(".") and p.parent.name not in
-            ("_work", "splits", "sam_embeddings", "preprocessed") and not (p / "_entry.json").is_file()]
+            ("_work", "splits", "sam_embeddings", "preprocessed", "ground_truth") and not (p / "_entry.json").is_file()]
 
 
 def per_case(folder: Path) -> pd.DataFrame:

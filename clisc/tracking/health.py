@@ -12,6 +12,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from pathlib import Path
 
 import mlflow
 from mlflow.entities import ViewType
@@ -51,10 +52,13 @@ def check_tracking_store(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """One-line :class:`CliscError` unless ``uri`` answers within ``timeout`` seconds.
 
     ``http(s)://``: ``GET <uri>/health`` of the tracking server. ``postgresql://``, ``mysql://``...:
-    a database connection. Local stores (``sqlite:///``, ``file:``, paths) need no probe.
+    a database connection. ``sqlite:///``: the schema is created (or migrated) now, under a lock
+    (:func:`init_sqlite_store`). Other local stores (``file:``, paths) need nothing.
     """
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if scheme in ("http", "https"):
+    if scheme == "sqlite":
+        init_sqlite_store(uri)
+    elif scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
                 if response.status != 200:
@@ -73,6 +77,24 @@ def check_tracking_store(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         except Exception as err:  # driver missing, refused, timeout, authentication: all one line
             raise _unreachable(_mask(uri), str(err).strip().splitlines()[0] if str(err).strip() else
                                type(err).__name__) from None
+
+
+def init_sqlite_store(uri: str) -> None:
+    """Create or migrate a local SQLite MLflow store while holding a lock on its folder: two processes
+    opening a new store at once would otherwise both run MLflow's schema migration, and one fails."""
+    import fcntl
+
+    path = uri[len("sqlite:///"):]
+    if not path or path.startswith(":memory:"):
+        return
+    folder = Path(path).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _mask(uri: str) -> str:

@@ -1,6 +1,7 @@
 """A tracking store that is down costs one line before any work; runs of killed processes are closed."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -88,3 +89,16 @@ def test_a_store_failing_mid_experiment_is_one_line_saying_how_to_log_again(trac
             monkeypatch.setattr(rec.client, "set_terminated", refused)
             rec.log_result(fakes.fake_result("clisc", [50, 60]))
     assert "\n" not in str(err.value) and "clisc/seed0" in str(err.value) and "Connection refused" in str(err.value)
+
+
+def test_two_processes_opening_a_new_sqlite_store_at_once(tmp_path) -> None:
+    """Found by benchmarks/chaos.py: both ran MLflow's schema migration and one failed."""
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    code = ("import sys; from clisc.tracking.health import check_tracking_store; check_tracking_store(sys.argv[1]); "
+            "import mlflow; mlflow.MlflowClient(sys.argv[1]).create_experiment(sys.argv[2])")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    both = [subprocess.Popen([sys.executable, "-c", code, uri, name], env=env, stderr=subprocess.PIPE)
+            for name in ("a", "b")]
+    errors = [p.communicate(timeout=600)[1].decode() for p in both]
+    assert [p.returncode for p in both] == [0, 0], [e[-1500:] for e in errors]
+    assert {e.name for e in mlflow.MlflowClient(uri).search_experiments()} >= {"a", "b"}
