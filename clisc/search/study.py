@@ -25,8 +25,8 @@ from optuna.storages.journal import JournalFileBackend
 from clisc.errors import CliscError
 from clisc.pipeline.result import MethodResult
 from clisc.tracking.health import OWNER_TAG, check_tracking_store, close_orphaned_runs, owner, owner_is_dead
-from clisc.tracking.store import (ROLE_TAG, client_for, flatten_params, get_or_create_experiment, log_flat,
-                                  log_result_to_run, start_child_run)
+from clisc.tracking.store import (ROLE_TAG, client_for, default_tracking_uri, flatten_params,
+                                  get_or_create_experiment, log_flat, log_result_to_run, start_child_run)
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +256,8 @@ def run_search(
     if label_free and GROUND_TRUTH_METRIC.match(objective_metric):
         raise CliscError(f"objective metric '{objective_metric}' uses ground truth: not allowed in a label-free "
                          "search (use a per-case criterion computed without labels, or label_free=False)")
+    check_tracking_store(tracking_uri or default_tracking_uri())  # before a client: it opens its store at once
     client = client_for(tracking_uri)
-    check_tracking_store(client.tracking_uri)
     spec = storage_spec(storage, study_name)
     study = optuna.create_study(study_name=study_name, storage=open_storage(spec), direction=direction,
                                 sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)

@@ -210,13 +210,14 @@ class ExperimentRecorder:
         self.spec = dict(spec)
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+        self.client: mlflow.MlflowClient | None = None  # made on entry, once the store answered
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.results: list[MethodResult] = []
 
     def __enter__(self) -> ExperimentRecorder:
         check_tracking_store(self.tracking_uri)  # one line now, not a hang before or after the work
+        self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)  # (a client opens its store at once)
         description = self.spec.get("description")
         self.experiment_id = get_or_create_experiment(self.client, self.experiment,
                                                       str(description) if description else None)

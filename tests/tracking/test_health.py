@@ -38,8 +38,8 @@ def test_a_store_that_is_down_fails_fast_with_one_line(scheme: str) -> None:
     assert "\n" not in str(err.value) and "secret" not in str(err.value)
 
 
-def test_local_stores_need_no_probe(tmp_path) -> None:
-    check_tracking_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_local_stores_need_no_probe(tracking_uri: str, tmp_path) -> None:
+    check_tracking_store(tracking_uri)  # an existing SQLite store: its schema is checked, nothing more
     check_tracking_store(str(tmp_path / "mlruns"))
 
 
@@ -91,6 +91,7 @@ def test_a_store_failing_mid_experiment_is_one_line_saying_how_to_log_again(trac
     assert "\n" not in str(err.value) and "clisc/seed0" in str(err.value) and "Connection refused" in str(err.value)
 
 
+@pytest.mark.slow
 def test_two_processes_opening_a_new_sqlite_store_at_once(tmp_path) -> None:
     """Found by benchmarks/chaos.py: both ran MLflow's schema migration and one failed."""
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
