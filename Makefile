@@ -43,7 +43,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,crf]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -101,6 +101,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_bench.py
 	$(PY) benchmarks/sam_stage_bench.py
+	$(PY) benchmarks/foundation_baselines_bench.py
 
 # kill -9 the tiny pipeline in every stage, resume, compare; two experiments at once on one cache
 chaos: $(STAMP)

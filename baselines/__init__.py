@@ -15,6 +15,10 @@ from clisc.pipeline.methods import Method, register_method
 HEALTHY = "baselines.healthy_source"
 
 for _method in (
+    Method("salip", "baselines.salip:segment", "SaLIP",
+           gt_switches=("baselines.salip.slices", "baselines.salip.tta_on_gt")),
     Method("flair_threshold", "baselines.flair_threshold:segment", "FLAIR threshold", gt_switches=()),
+    Method("medclip_sam", "baselines.medclip_sam:segment", "MedCLIP-SAM",
+           gt_switches=("baselines.medclip_sam.slices",)),
 ):
     register_method(_method)

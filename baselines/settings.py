@@ -67,27 +67,95 @@ class Sim2RealSettings:
     epochs: int = 400
 
 
+SLICE_GATES = ("clip", "all", "ground_truth")
+
+
+def _check_gate(method: str, gate: str) -> None:
+    if gate not in SLICE_GATES:
+        raise ValueError(f"{method}.slices must be one of {SLICE_GATES}, got {gate!r}")
+
+
+# SaLIP's CLIP prompts: its repository ships prompts for brain extraction (clip_prompts/brain_seg.json),
+# none for tumours; these four follow their style (describe, define, prefer, de-prioritise).
+SALIP_PROMPTS = (
+    "Identify and describe images containing a brain tumor.",
+    "A brain tumor on FLAIR MRI is a bright, hyperintense region with irregular borders within the brain.",
+    "Assign higher relevance to images prominently featuring a hyperintense tumor or edema over normal "
+    "brain tissue, skull or background.",
+    "Prioritize images showcasing an abnormal bright mass, while minimizing relevance to healthy brain "
+    "structures.",
+)
+
+
 @dataclass(frozen=True)
 class SalipSettings:
-    """SaLIP (Aleem et al., CVPR-W 2024): SAM's automatic masks -> area filter -> CLIP scores each
-    masked crop against several prompts -> the best crop's box prompts SAM."""
+    """SaLIP (Aleem et al., CVPR-W 2024; its 3D path, ``sam_clip_3d.py``): SAM's automatic masks of each
+    slice -> area filter -> CLIP scores each masked crop against the mean of ``prompts`` -> the best
+    crop's box prompts SAM. Generator settings are fixed a priori (see ``baselines/salip.py``);
+    ``tta_on_gt`` is the original's test-time adaptation, a random search scored on ground truth."""
 
+    clip_arch: str = "ViT-B-32-quickgelu"  # the 3D path's CLIP ViT-B/32 (its 2D path: ViT-L/14)
+    slices: str = "clip"  # which slices get a mask: clip (zero-shot labels) | all | ground_truth (GT)
+    prompts: tuple[str, ...] = SALIP_PROMPTS
     points_per_side: int = 32
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.5
+    stability_score_thresh: float = 0.5
+    box_nms_thresh: float = 0.9  # SaLIP's copy of segment_anything changes SAM's 0.7 to 0.9
+    crop_nms_thresh: float = 0.9
+    crop_n_layers: int = 1
+    crop_n_points_downscale_factor: int = 2
+    min_mask_region_area: int = 200  # pixels: small islands and holes of each mask are cleaned
     max_area_fraction: float = 0.3  # masks larger than this share of the slice are dropped
     tta_on_gt: bool = False  # the original's test-time adaptation of the generator on ground truth
+    tta_iterations: int = 5
+    tta_volumes: int = 2
+    tta_slices: int = 5
+
+    def __post_init__(self) -> None:
+        _check_gate("salip", self.slices)
+        if not 0 < self.max_area_fraction <= 1:
+            raise ValueError(f"max_area_fraction must be in (0, 1], got {self.max_area_fraction}")
+
+
+# The text of MedCLIP-SAM's saliency: its v1 code asks the user for one prompt; this is the first of
+# the brain-tumour prompts of the authors' follow-up code (MedCLIP-SAMv2, saliency_maps/text_prompts.py).
+MEDCLIP_PROMPT = ("A medical brain MRI scan revealing a suspicious, irregularly shaped mass suggestive of a "
+                  "brain tumor.")
 
 
 @dataclass(frozen=True)
 class MedClipSamSettings:
     """MedCLIP-SAM (Koleilat et al., MICCAI 2024): BiomedCLIP + gScoreCAM saliency + dense CRF + SAM
-    box prompt; the DHN-NCE fine-tuning of CLIP is optional."""
+    box prompt from the largest region; the DHN-NCE fine-tuning of CLIP and the weakly supervised
+    network are options. Defaults: the public code and its fine-tuning script."""
 
     clip_arch: str = "biomedclip"
+    slices: str = "clip"  # which slices get a mask: clip (zero-shot labels) | all | ground_truth (GT)
+    text_prompts: tuple[str, ...] = (MEDCLIP_PROMPT,)  # several: their mean embedding
     saliency_channels: int = 300  # gScoreCAM: top channels (of 768) by gradient
+    saliency_batch_size: int = 128  # channel-masked images per CLIP forward
     crf_iterations: int = 1
-    finetune: bool = False  # DHN-NCE fine-tuning (temperature 0.6, beta1 = beta2 = 0.15)
+    crf_gaussian_sxy: float = 3.0
+    crf_bilateral_sxy: float = 60.0
+    crf_bilateral_srgb: float = 5.0
+    crf_tau: float = 1.05
+    crf_epsilon: float = 1e-8
+    finetune: bool = False  # DHN-NCE fine-tuning of CLIP on the training slices (captions: CLIP pseudo-labels)
+    finetune_epochs: int = 32
+    finetune_batch_size: int = 16
+    finetune_lr: float = 1e-3
+    finetune_weight_decay: float = 0.1
+    finetune_warmup_steps: int = 1000
+    dhn_temperature: float = 0.6
+    dhn_beta1: float = 0.15
+    dhn_beta2: float = 0.15
+    weak_supervision: bool = False  # train the 3D U-Net on the training volumes' MedCLIP-SAM masks
+
+    def __post_init__(self) -> None:
+        _check_gate("medclip_sam", self.slices)
+        if self.saliency_channels < 1:
+            raise ValueError(f"saliency_channels must be >= 1, got {self.saliency_channels}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,84 @@
+"""Which axial slices the 2D foundation-model baselines (SaLIP, MedCLIP-SAM) segment at all.
+
+Both originals work on 2D images that all show their target, and SaLIP's 3D path segments every slice
+of a volume; on BraTS most slices hold no tumour, so a 3D port has to decide which slices get a mask.
+``baselines.<method>.slices`` chooses:
+
+- ``clip`` (default, label-free): the slices that CLISC's stage-1 zero-shot labelling
+  (``clisc.stages.slice_labels.label_volume``, its two prompts and ``slice_labels`` settings) calls
+  tumour, run with the baseline's OWN CLIP (SaLIP: ViT-B/32; MedCLIP-SAM: BiomedCLIP);
+- ``all``: every brain slice (SaLIP's 3D path as published);
+- ``ground_truth``: the slices holding tumour in the segmentation (a ground-truth use: the originals'
+  setting, where every test image contains the target).
+
+Every other slice is empty. The CLIP labels are a cached stage per split.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from clisc.foundation.clip import ClipModel
+from clisc.pipeline.context import RunContext, load_arrays, save_arrays
+from clisc.pipeline.models import TINY, load_clip_cached
+from clisc.pipeline.settings import GROUND_TRUTH
+from clisc.pipeline.steps_cam import brain_slices, gt_slice_labels, labelled_volumes
+from clisc.stages.slice_input import brain_of
+from clisc.stages.slice_labels import label_volume
+
+
+def clip_arch_of(ctx: RunContext, arch: str) -> str:
+    """The CLIP a baseline runs: its own ``arch``, or the tiny one under ``foundation.size=tiny``."""
+    return TINY if ctx.settings.foundation.size == TINY else arch
+
+
+def method_clip(ctx: RunContext, arch: str) -> ClipModel:
+    """A baseline's CLIP (shared, loaded once per process); its weights are recorded with the run."""
+    clip = load_clip_cached(clip_arch_of(ctx, arch), ctx.settings.foundation.weights, ctx.device)
+    ctx.weights[clip.record.name] = clip.record.tag
+    return clip
+
+
+def zero_shot_labels(ctx: RunContext, split: str, arch: str) -> tuple[str, dict[str, np.ndarray]]:
+    """CLISC's stage-1 labels of every slice of ``split`` with CLIP ``arch``: ``Z`` int8 per case
+    (1 tumour, 0 normal, -1 dropped by the confidence filter of the ``official`` protocol)."""
+    s = ctx.settings
+    name = clip_arch_of(ctx, arch)
+
+    def compute(out: Path) -> None:
+        clip = method_clip(ctx, arch)
+        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels, brain_of(v))
+                  for v in ctx.volumes(split)}
+        save_arrays(out / "labels.npz", labels)
+        (out / "weights.json").write_text(json.dumps({clip.record.name: clip.record.tag}))
+
+    def load(path: Path) -> dict[str, np.ndarray]:
+        ctx.weights.update(json.loads((path / "weights.json").read_text()))
+        return load_arrays(path / "labels.npz")
+
+    settings = {"split": split, "clip": name, "weights": s.foundation.weights, "labels": s.slice_labels}
+    return ctx.stage("zero_shot_labels", settings, [ctx.volumes_key], compute, load)
+
+
+def slices_to_segment(ctx: RunContext, split: str, gate: str, arch: str, method: str = "baselines"
+                      ) -> tuple[str, dict[str, np.ndarray]]:
+    """``(key, {case_id: Z bool})``: the slices of each volume of ``split`` that get a mask (``method``
+    names the setting in the one-line error when the ground-truth gate finds a case without labels)."""
+    if gate == "clip":
+        key, labels = zero_shot_labels(ctx, split, arch)
+        return key, {case: lab == 1 for case, lab in labels.items()}
+    if gate == GROUND_TRUTH:
+        volumes = labelled_volumes(ctx, split, f"baselines.{method}.slices=ground_truth")
+    else:
+        volumes = ctx.volumes(split)
+    gates = {}
+    for volume in volumes:
+        gate_z = np.zeros(volume.image.shape[2], bool)
+        if gate == GROUND_TRUTH:
+            gate_z = gt_slice_labels(volume).astype(bool)
+        else:  # "all"
+            gate_z[brain_slices(volume)] = True
+        gates[volume.case_id] = gate_z
+    return f"slices-{gate}-{split}-{ctx.volumes_key}", gates
