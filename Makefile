@@ -3,12 +3,15 @@
 #   make test              the test suite
 #   make reproduce-table1  DATA=/path/to/BraTS2020 [PROFILE=paper PROTOCOL=paper WEIGHTS=pretrained DEVICE=cuda]
 # Variables: DATA (BraTS-layout folder), PROFILE (paper|demo|tiny), PROTOCOL (paper|official),
-# WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS (search), PORT (ui).
+# WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS/STORAGE/STUDY (search, dashboard), PORT (ui).
+#   make dashboard         optuna-dashboard on a study (STUDY=name or STORAGE=url), 127.0.0.1:$(DASH_PORT)
+#   make test-integration  real PostgreSQL + MLflow server tests (not part of make test)
 PYTHON   ?= python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
 CLISC    := $(VENV)/bin/clisc
 STAMP    := $(VENV)/.installed
+OPS      := $(VENV)/.installed-ops
 
 SYNTH    := data/synthetic
 DATA     ?= $(SYNTH)
@@ -27,10 +30,14 @@ DEVICE   ?= cpu
 TRIALS   ?= 12
 WORKERS  ?= 1
 PORT     ?= 5000
+DASH_PORT ?= 8080
+STUDY    ?=
+STORAGE  ?=
 RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights $(WEIGHTS) --device $(DEVICE)
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
-.PHONY: venv test demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui bench clean-runs
+.PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
+        dashboard bench chaos clean-runs
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -41,6 +48,15 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+# the optional tools of .[ops]: optuna-dashboard, the PostgreSQL driver
+$(OPS): $(STAMP)
+	$(PY) -m pip install -q -e ".[ops]"
+	touch $@
+
+# a throwaway PostgreSQL cluster (Debian postgresql binaries) + an MLflow server on it
+test-integration: $(OPS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --run-integration tests/integration
 
 # the synthetic BraTS-format dataset (deterministic; 20 cases = 14 train / 2 valid / 4 test)
 synth: $(SYNTH)/.complete
@@ -70,7 +86,11 @@ sweep-beta: $(STAMP) $(DATA_DEP)
 	$(CLISC) report --experiments sweep_beta --out reports
 
 search: $(STAMP) $(DATA_DEP)
-	$(CLISC) search $(RUN_ARGS) --trials $(TRIALS) --workers $(WORKERS)
+	$(CLISC) search $(RUN_ARGS) --trials $(TRIALS) --workers $(WORKERS) $(if $(STORAGE),--storage $(STORAGE)) \
+		$(if $(STUDY),--study $(STUDY))
+
+dashboard: $(OPS)
+	$(CLISC) dashboard --port $(DASH_PORT) $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage $(STORAGE))
 
 report: $(STAMP)
 	$(CLISC) report --out reports
@@ -84,6 +104,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/foundation_baselines_bench.py
 	$(PY) benchmarks/paper_scale.py --device $(DEVICE)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/scale_bench.py
+
+# kill -9 the tiny pipeline in every stage, resume, compare; two experiments at once on one cache
+chaos: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/chaos.py
 
 clean-runs:
 	rm -rf runs cache mlflow.db optuna

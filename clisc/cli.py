@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "clisc.evaluation.cli",  # clisc eval
     "clisc.pipeline.cli",  # clisc run, experiment, search, weights
     "clisc.reporting.cli",  # clisc report, clisc ui
+    "clisc.search.cli",  # clisc dashboard
 )
 
 

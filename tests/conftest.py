@@ -106,6 +106,21 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-integration", action="store_true",
+                     help="run the integration tests (real PostgreSQL and MLflow servers; make test-integration)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration tests are skipped unless --run-integration (make test-integration) asks for them."""
+    if config.getoption("--run-integration"):
+        return
+    skip = pytest.mark.skip(reason="integration test (real servers): run with `make test-integration`")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
 def _load_fakes():
     """tests/tracking/fakes.py (fake MethodResults, MLflow store template) as a module, whatever sys.path is."""
     spec = importlib.util.spec_from_file_location("clisc_test_fakes", Path(__file__).with_name("tracking") / "fakes.py")

@@ -172,7 +172,12 @@ def _search(args: argparse.Namespace) -> int:
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     print(f"[clisc] study {study.study_name}: {len(study.trials)} trials ({len(done)} complete, {len(failed)} failed)")
     if done:
-        print(f"[clisc] best value {study.best_value:.4f} with {study.best_params}")
+        from clisc.search.report import BEST_FILE, best_overrides, search_dir, set_line
+
+        print(f"[clisc] best value {study.best_value:.4f} (trial {study.best_trial.number}) with {study.best_params}")
+        folder = search_dir(args.reports, study.study_name)
+        print(f"[clisc] plots and {BEST_FILE} in {folder}; reuse the best settings with:")
+        print(f"  {set_line(best_overrides(study))}")
     return 0
 
 
@@ -227,6 +232,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "optuna/; any RDB URL (sqlite:///..., postgresql://...) lets many machines share a study")
     search.add_argument("--study", default=None, help="study name (default: <spec>-<objective>-<profile>)")
     search.add_argument("--tracking-uri", default=None, help="MLflow store")
+    search.add_argument("--reports", type=Path, default=Path("reports"),
+                        help="the study's plots and best.yaml go to REPORTS/search/<study>/ (default: reports)")
     search.set_defaults(func=_search)
 
     weights = subparsers.add_parser("weights", help="download and verify pretrained weights (SHA256)")

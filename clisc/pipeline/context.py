@@ -52,6 +52,7 @@ class RunContext:
     skip_cases: tuple[str, ...] = ()  # case ids left out of the dataset and its split (--skip-bad)
     stage_times: dict[str, float] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)  # model -> sha256 or "random"
+    histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # stage -> per-epoch rows
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

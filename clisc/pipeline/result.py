@@ -17,7 +17,10 @@ class MethodResult:
     size_group, empty``. ``params`` are the resolved settings (flat ``section.name -> value``);
     ``tags`` hold provenance: ``protocol``, ``gt_switches`` (comma list or "none"), ``label_free``
     ("true"/"false"), ``weights`` (``name=sha256`` or ``name=random`` pairs), ``dataset``
-    (fingerprint), ``synthetic_data`` ("true"/"false"), ``profile``, ``git_commit``.
+    (fingerprint), ``synthetic_data`` ("true"/"false"), ``profile``, ``git_commit``. ``histories`` are
+    the training curves of the stages it used (stage -> per-epoch rows ``{"epoch": 1, "loss": ...}``);
+    ``split`` is the data split it ran on (columns ``case_id, split``; None when unknown) and
+    ``data_root`` the dataset folder: MLflow logs them as the run's dataset input.
     """
 
     method: str
@@ -27,6 +30,9 @@ class MethodResult:
     tags: dict[str, str] = field(default_factory=dict)
     stage_times: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
+    histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    split: pd.DataFrame | None = None
+    data_root: str = ""
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

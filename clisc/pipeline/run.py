@@ -162,12 +162,19 @@ def run_method(
         **(settings_file.tags() if settings_file is not None else {}),
         **(extra_tags or {}),
     }
-    result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+    result = MethodResult(name, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
+                          histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
     if out_dir is not None:
         result.artifacts = write_run_folder(Path(out_dir), result, settings, qualitative_slices(volumes, preds))
         if saved is not None:
             result.artifacts["predictions"] = saved
     return result
+
+
+def split_table(ctx: RunContext) -> pd.DataFrame:
+    """The run's split as a table: ``case_id, split`` (train, then valid, then test)."""
+    rows = [(case, part) for part, cases in ctx.split.items() for case in cases]
+    return pd.DataFrame(rows, columns=["case_id", "split"])
 
 
 def native_items(ctx: RunContext, volumes, preds: Mapping[str, np.ndarray], save_to: Path | None = None,

@@ -44,7 +44,7 @@ def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     percent): label-free (the validation images are read, never their labels)."""
     from clisc.pipeline.context import RunContext
     from clisc.pipeline.methods import get_method
-    from clisc.pipeline.run import method_settings, resolve_output
+    from clisc.pipeline.run import method_settings, resolve_output, split_table
     from clisc.pipeline.settings import ground_truth_uses
     from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
     from clisc.pipeline.steps_seg import sam_agreement
@@ -64,9 +64,10 @@ def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
         gt_used.append(TUNED_ON_LABELS_SWITCH)
     tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
             "gt_switches": ",".join(gt_used) or "none", "label_free": str(spec.label_free and not gt_used).lower(),
-            "scored_split": "valid (images only, no labels)", "split_file": ctx.split_path.name,
-            **(tuned.tags() if tuned is not None else {})}
-    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times))
+            "scored_split": "valid (images only, no labels)", "dataset": ctx.fingerprint,
+            "split_file": ctx.split_path.name, **(tuned.tags() if tuned is not None else {})}
+    return MethodResult(method, seed, per_case, settings.flat(), tags, dict(ctx.stage_times),
+                        histories=dict(ctx.histories), split=split_table(ctx), data_root=str(data))
 
 
 def pipeline_objective(params: dict[str, Any], *, method: str, data: str, seed: int, objective: str,
@@ -123,4 +124,5 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
     return run_search(fn, spec["space"], args.trials or int(spec.get("n_trials", 12)), study_name,
                       storage=args.storage, workers=args.workers, objective_metric=OBJECTIVES[objective],
                       direction="maximize", tracking_uri=args.tracking_uri, label_free=label_free,
-                      seed=int(spec.get("seed", 0)))
+                      seed=int(spec.get("seed", 0)), objective_name=objective,
+                      reports=Path(getattr(args, "reports", None) or "reports"))

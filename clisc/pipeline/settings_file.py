@@ -96,5 +96,6 @@ def write_settings_file(path: str | Path, provenance: Mapping[str, Any], overrid
     path = Path(path)
     data = {"provenance": {k: _plain(v) for k, v in provenance.items()},
             "overrides": {k: _plain(v) for k, v in overrides.items()}}
-    atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None).encode())
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=1_000_000)  # one line per key
+    atomic_write_bytes(path, text.encode())
     return path

@@ -17,6 +17,7 @@ from clisc.data.lazy import LazyMapping, LazyVolumes, NpzFolder
 from clisc.data.preprocessing import Volume
 from clisc.errors import CliscError
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
+from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
 from clisc.stages.amda import amda_training_set
 from clisc.stages.cam import best_threshold, binarise_cams, layer_cam, postprocess_cam_volume
@@ -121,14 +122,17 @@ def _train(ctx: RunContext, out: Path, images: np.ndarray, targets: np.ndarray, 
     model, record = new_resnet(ctx.settings.foundation, cs.head, seed)
     model = model.to(ctx.device)
     x = torch.from_numpy(images)[:, None].expand(-1, 3, -1, -1)  # Nx3xSxS view: batches are copied, not the set
-    model = train_classifier(model, x, targets, cs, seed=seed, val=_validation_slices(ctx), progress=ctx.progress)
+    curve = EpochRecorder(out / HISTORY_FILE, resume=False)  # no checkpoints: a killed training restarts
+    model = train_classifier(model, x, targets, cs, seed=seed, val=_validation_slices(ctx), progress=ctx.progress,
+                             on_epoch=curve)
     torch.save(model.state_dict(), out / "model.pt")
     (out / "weights.json").write_text(json.dumps({"resnet50": record.tag}))
 
 
-def _loader(ctx: RunContext, seed: int):
+def _loader(ctx: RunContext, seed: int, stage: str):
     def load(path: Path) -> torch.nn.Module:
         ctx.weights.update(json.loads((path / "weights.json").read_text()))
+        ctx.histories[stage] = read_history(path / HISTORY_FILE)
         model, _ = new_resnet(ctx.settings.foundation, ctx.settings.classifier.head, seed)
         model.load_state_dict(torch.load(path / "model.pt", map_location=ctx.device))
         return model.to(ctx.device).eval()
@@ -147,7 +151,7 @@ def classifier_raw(ctx: RunContext) -> tuple[str, torch.nn.Module]:
         images, targets = _training_slices(ctx, labels)
         _train(ctx, out, images, targets, ctx.seed)
 
-    return ctx.stage("classifier_raw", settings, [labels_key], compute, _loader(ctx, ctx.seed))
+    return ctx.stage("classifier_raw", settings, [labels_key], compute, _loader(ctx, ctx.seed, "classifier_raw"))
 
 
 def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
@@ -175,7 +179,8 @@ def classifier_amda(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     settings = {"amda": s.amda.read(), "seed": ctx.seed}
     if s.amda.mode == "paper":
         settings["cam_layers"] = s.cam.layers
-    return ctx.stage("classifier_amda", settings, [raw_key, labels_key], compute, _loader(ctx, ctx.seed + 1))
+    return ctx.stage("classifier_amda", settings, [raw_key, labels_key], compute,
+                     _loader(ctx, ctx.seed + 1, "classifier_amda"))
 
 
 def classifier(ctx: RunContext, which: str) -> tuple[str, torch.nn.Module]:

@@ -6,6 +6,7 @@ stage runs, and U-Net training checkpoints every epoch, so a killed run resumes 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -14,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clisc.cache import atomic_write_bytes
 from clisc.data.lazy import MappedSequence, NpzFolder
 from clisc.data.preprocessing import Volume
 from clisc.pipeline.context import RunContext, save_arrays
+from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import load_sam_cached, sam_arch
 from clisc.pipeline.steps_cam import labelled_volumes, roi_masks
 from clisc.stages.prompts import PromptSettings
@@ -69,10 +72,15 @@ def per_case_stage(
     def compute(out: Path) -> None:
         for volume in volumes:
             part = work / f"{volume.case_id}.npz"
-            if not part.is_file():
-                save_arrays(work / f"{volume.case_id}.tmp.npz", {"mask": segment_case(volume).astype(np.uint8)})
-                (work / f"{volume.case_id}.tmp.npz").replace(part)
-            shutil.copyfile(part, out / part.name)
+            try:  # finished before, by a killed run or by another process computing the same stage
+                shutil.copyfile(part, out / part.name)
+                continue
+            except FileNotFoundError:  # not yet, or that process published the stage and removed its scratch
+                pass
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, mask=segment_case(volume).astype(np.uint8))
+            atomic_write_bytes(part, buffer.getvalue())  # a temporary name of its own: concurrent runs never share one
+            (out / part.name).write_bytes(buffer.getvalue())
 
     def load(path: Path) -> NpzFolder:  # masks read on access: memory does not grow with cases
         return NpzFolder(path, "mask")
@@ -136,14 +144,18 @@ def train_network(
         if us.select_on_gt_validation:
             valid = labelled_volumes(ctx, "valid", "gt.select_checkpoints_on_gt")
             val = (valid.images(), valid.labels())
+        scratch = ctx.scratch(name, key)
+        curve = EpochRecorder(scratch / HISTORY_FILE)  # beside the checkpoint: a resumed run keeps its curve
         model = train_unet(  # volumes and labels are read on demand (DataLoader workers on CUDA)
             ctx.volumes("train").select(ids).images(), MappedSequence(ids, labels.__getitem__), us,
-            seed=ctx.seed, device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=ctx.scratch(name, key),
+            seed=ctx.seed, device=ctx.device, val=val, progress=ctx.progress, checkpoint_dir=scratch, on_epoch=curve,
         )
+        curve.write(out / HISTORY_FILE)
         torch.save(model.state_dict(), out / "model.pt")
         (out / "cases.json").write_text(json.dumps(ids))
 
     def load(path: Path) -> torch.nn.Module:
+        ctx.histories[name] = read_history(path / HISTORY_FILE)
         model = build_unet(us)
         model.load_state_dict(torch.load(path / "model.pt", map_location=ctx.device))
         return model.to(ctx.device).eval()

@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clisc.errors import CliscError
+from clisc.pipeline.result import MethodResult
 from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
-from clisc.tracking.ui import ui_command
+from clisc.tracking.ui import ui_command, ui_lines
 
 EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta")
 
@@ -29,9 +30,6 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf}.
     """
-    from clisc.reporting.figures import qualitative_figure, sweep_figure
-    from clisc.reporting.tables import size_table, table1, table2, write_table
-
     written: list[Path] = []
     missing: list[str] = []
     with tempfile.TemporaryDirectory(prefix="clisc-report-") as downloads:
@@ -40,22 +38,27 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
             if not results:
                 missing.append(experiment)
                 continue
-            if experiment == "table1":
-                table = table1(results)
-                for warning in table.attrs["warnings"]:
-                    warn(f"{experiment}: {warning}")
-                written += write_table(table, out / "table1")
-                written += write_table(size_table(results), out / "table1_size_groups")
-                if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
-                    written += qualitative_figure(results, out / "qualitative")
-            elif experiment == "table2":
-                table = table2(results)
-                for warning in table.attrs["warnings"]:
-                    warn(f"{experiment}: {warning}")
-                written += write_table(table, out / "table2")
-            else:
-                written += sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
+            written += report_experiment(experiment, results, out, warn)
     return written, missing
+
+
+def report_experiment(experiment: str, results: Sequence[MethodResult], out: Path,
+                      warn: Callable[[str], None] = _stderr) -> list[Path]:
+    """The tables/figures of one of ``EXPERIMENTS`` from its results (see :func:`write_reports`)."""
+    from clisc.reporting.figures import qualitative_figure, sweep_figure
+    from clisc.reporting.tables import size_table, table1, table2, write_table
+
+    if experiment in ("table1", "table2"):
+        table = (table1 if experiment == "table1" else table2)(results)
+        for warning in table.attrs["warnings"]:
+            warn(f"{experiment}: {warning}")
+        written = write_table(table, out / experiment)
+        if experiment == "table1":
+            written += write_table(size_table(results), out / "table1_size_groups")
+            if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
+                written += qualitative_figure(results, out / "qualitative")
+        return written
+    return sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -72,7 +75,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print("\n".join(ui_lines(uri, args.host, args.port)), flush=True)
     try:
         return subprocess.run(ui_command(uri, host=args.host, port=args.port), check=False).returncode
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +106,8 @@ def _host_batches(images: torch.Tensor, labels: torch.Tensor, order: torch.Tenso
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray | torch.Tensor,
                      settings: ClassifierSettings, seed: int,
                      val: tuple[torch.Tensor, np.ndarray | torch.Tensor] | None = None,
-                     progress: bool = True) -> nn.Module:
+                     progress: bool = True,
+                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> nn.Module:
     """Train ``model`` in place on images ``Nx3xSxS`` (any float dtype, cast per batch) and labels
     ``N`` (0/1) and return it.
 
@@ -115,9 +116,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
     seeded with ``seed`` inside a forked RNG state (the caller's state is untouched). With
     ``settings.select_on_gt_validation`` and ``val = (images, ground-truth labels)`` the weights of
     the epoch with the best validation accuracy are returned (first best on ties), else the last.
-    The model ends in eval mode. ``settings.precision`` autocasts the training steps on CUDA and
-    ``channels_last`` switches the model (it stays so) and batches to NHWC; on CUDA batches are
-    gathered and pinned in a background thread and copied without blocking.
+    The model ends in eval mode. ``on_epoch(epoch, {"loss": mean training loss[, "val_accuracy": ...]})``
+    is called after every epoch (epochs count from 1). ``settings.precision`` autocasts the training
+    steps on CUDA and ``channels_last`` switches the model (it stays so) and batches to NHWC; on
+    CUDA batches are gathered and pinned in a background thread and copied without blocking.
     """
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     _check(images, labels, settings)
@@ -156,13 +158,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
                 total_loss += float(loss.detach()) * len(y)
             if scheduler is not None:
                 scheduler.step()
-            message = f"epoch {epoch + 1}: loss {total_loss / len(images):.4f}"
+            metrics = {"loss": total_loss / len(images)}
+            message = f"epoch {epoch + 1}: loss {metrics['loss']:.4f}"
             if select:
-                accuracy = _accuracy(model, val[0], val_labels, settings.batch_size)
+                accuracy = metrics["val_accuracy"] = _accuracy(model, val[0], val_labels, settings.batch_size)
                 message += f", GT validation accuracy {accuracy:.4f}"
                 if accuracy > best_accuracy:
                     best_accuracy, best_state = accuracy, copy.deepcopy(model.state_dict())
             logger.info(message)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, metrics)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval()

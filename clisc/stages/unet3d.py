@@ -210,7 +210,8 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
                device: str | torch.device = "cpu",
                val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
                progress: bool = True, checkpoint_dir: Path | None = None,
-               on_epoch_end: Callable[[int, float], None] | None = None) -> nn.Module:
+               on_epoch_end: Callable[[int, float], None] | None = None,
+               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> nn.Module:
     """Train a 3D U-Net on ``XxYxZ`` float32 images and ``XxYxZ`` uint8 labels; returns it in eval mode.
 
     Each step draws ``batch_size`` volumes (a fresh random permutation per pass), crops a random
@@ -223,8 +224,9 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
     of the epoch with the best mean validation Dice are returned (the public code's ground-truth use;
     it validates every 200 iterations, here after every epoch); otherwise those of the last epoch.
     With ``checkpoint_dir``, model, optimiser, epoch and best weights are written atomically after
-    every epoch and training resumes from them when present. ``on_epoch_end(epoch, mean_loss)``
-    (epochs count from 1) is called after that save.
+    every epoch and training resumes from them when present. ``on_epoch(epoch, {"loss": mean loss[,
+    "val_dice": ...]})`` (epochs count from 1) is called before that save, so a record it keeps is never
+    behind the checkpoint; ``on_epoch_end(epoch, mean_loss)`` is called after it.
     """
     _check_patch(settings)
     device = torch.device(device)
@@ -271,9 +273,10 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
                 losses.append(float(loss.detach()))
             mean_loss = float(np.mean(losses))
             state["epoch"] = epoch + 1
+            metrics = {"loss": mean_loss}
             if select:
-                val_dice = float(np.mean([dice(predict_volume(model, img, settings, device), lab)
-                                          for img, lab in zip(*val)]))
+                val_dice = metrics["val_dice"] = float(np.mean([dice(predict_volume(model, img, settings, device), lab)
+                                                                 for img, lab in zip(*val)]))
                 if val_dice > state["best_dice"]:
                     state["best_dice"] = val_dice
                     state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -281,6 +284,8 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
             else:
                 log.info("epoch %d: loss %.4f", epoch + 1, mean_loss)
             epochs.set_postfix(loss=f"{mean_loss:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch + 1, metrics)
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, state)
             if on_epoch_end is not None:

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +31,8 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from clisc.errors import CliscError
 from clisc.evaluation import summarize
 from clisc.pipeline.result import MethodResult, flatten
+from clisc.tracking.health import OWNER_TAG, check_tracking_store, close_orphaned_runs, owner
+from clisc.tracking.inputs import log_dataset_input
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,11 @@ ROLE_TAG = "clisc.role"  # "experiment" (parent), "result" (child), "search" / "
 PER_CASE_ARTIFACT = "per_case.csv"
 SPEC_ARTIFACT = "spec.yaml"
 STAGE_TIME_PREFIX = "time_"
-_INTERNAL_TAGS = {ROLE_TAG, "method", "seed"}
+# MLflow 3 opens an experiment on its runs table (not the GenAI overview) when it is of this kind
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
+_INTERNAL_TAGS = {ROLE_TAG, "method", "seed", OWNER_TAG}
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")
 _PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -65,18 +72,26 @@ def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (db.parent / "mlartifacts" / safe).resolve().as_uri()
 
 
-def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
-    """Experiment id of ``name``, creating it (artifacts beside a SQLite store) when absent."""
+def get_or_create_experiment(client: mlflow.MlflowClient, name: str, description: str | None = None) -> str:
+    """Experiment id of ``name``, creating it (artifacts beside a SQLite store) when absent.
+
+    The experiment is a model-training one (``mlflow.experimentKind``: the UI opens on its runs) and
+    ``description`` is its note (``mlflow.note.content``); both are set on an existing one too.
+    """
+    tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, **({DESCRIPTION_TAG: description} if description else {})}
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)  # another process created it meanwhile
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name),
+                                            tags=tags)
+        except MlflowException:
+            found = client.get_experiment_by_name(name)  # another process created it meanwhile
+            if found is None:
+                raise
+    for key, value in tags.items():
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -124,16 +139,37 @@ def log_flat(
 
 
 def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodResult) -> dict[str, float]:
-    """Params, summary metrics, stage times, tags, ``per_case.csv`` and artifact files of ``result``
+    """Params, summary metrics, stage times (+ ``stage_times.png``), training curves (step metrics),
+    tags, the dataset input, ``per_case.csv`` and artifact files of ``result``
     (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``)."""
     metrics = summary_metrics(result.per_case)
     metrics.update({f"{STAGE_TIME_PREFIX}{stage}": float(t) for stage, t in result.stage_times.items()})
     tags = {**result.tags, "method": result.method, "seed": str(result.seed)}
     log_flat(client, run_id, flatten_params(result.params), metrics, tags)
+    log_histories(client, run_id, result.histories)
+    log_dataset_input(client, run_id, result)
     client.log_text(run_id, result.per_case.to_csv(index=False), PER_CASE_ARTIFACT)
     for key, path in result.artifacts.items():
         log_artifact_as(client, run_id, key, Path(path))
+    if result.stage_times:
+        from clisc.tracking.summary import STAGE_TIMES_FIGURE, stage_times_figure
+
+        with tempfile.TemporaryDirectory(prefix="clisc-times-") as tmp:
+            for path in stage_times_figure([result], Path(tmp) / STAGE_TIMES_FIGURE):
+                if path.suffix == ".png":
+                    client.log_artifact(run_id, str(path))
     return metrics
+
+
+def log_histories(client: mlflow.MlflowClient, run_id: str, histories: Mapping[str, list[Mapping[str, float]]]) -> int:
+    """Training curves as step metrics: ``{"unet_round1": [{"epoch": 1, "loss": .5}]}`` ->
+    ``unet_round1/loss`` at step 1. Returns the number of points logged."""
+    now = int(time.time() * 1000)
+    points = [Metric(_BAD_KEY_CHARS.sub("_", f"{stage}/{name}"), float(value), now, int(row["epoch"]))
+              for stage, rows in histories.items() for row in rows for name, value in row.items() if name != "epoch"]
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i : i + 1000], synchronous=True)
+    return len(points)
 
 
 def artifact_name(key: str, path: Path) -> str:
@@ -174,14 +210,24 @@ class ExperimentRecorder:
         self.spec = dict(spec)
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+        self.client: mlflow.MlflowClient | None = None  # made on entry, once the store answered
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.results: list[MethodResult] = []
 
     def __enter__(self) -> ExperimentRecorder:
-        self.experiment_id = get_or_create_experiment(self.client, self.experiment)
+        check_tracking_store(self.tracking_uri)  # one line now, not a hang before or after the work
+        self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)  # (a client opens its store at once)
+        description = self.spec.get("description")
+        self.experiment_id = get_or_create_experiment(self.client, self.experiment,
+                                                      str(description) if description else None)
+        stale = close_orphaned_runs(self.client, [self.experiment_id], f"tags.`{ROLE_TAG}` = 'experiment'")
+        if stale:
+            log.warning("marked %d parent run(s) of killed processes KILLED: %s", len(stale), ", ".join(stale))
         run = self.client.create_run(
-            self.experiment_id, run_name=self.experiment, tags={**self.tags, ROLE_TAG: "experiment"}
+            self.experiment_id, run_name=self.experiment,
+            tags={**self.tags, ROLE_TAG: "experiment", OWNER_TAG: owner(),
+                  **({DESCRIPTION_TAG: str(description)} if description else {})}
         )
         self.parent_run_id = run.info.run_id
         plain_spec = json.loads(json.dumps(self.spec, default=str))  # Paths, numpy scalars -> YAML-safe
@@ -190,31 +236,67 @@ class ExperimentRecorder:
         return self
 
     def log_result(self, result: MethodResult) -> str:
-        """Log ``result`` as a finished child run now; returns its run id."""
+        """Log ``result`` as a finished child run now; returns its run id. A store that stops answering
+        is a one-line :class:`CliscError` saying how to log the work again (nothing is recomputed)."""
         if self.parent_run_id is None or self.experiment_id is None:
             raise RuntimeError("ExperimentRecorder.log_result called outside its `with` block")
-        run_id = start_child_run(
-            self.client,
-            self.experiment_id,
-            self.parent_run_id,
-            f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else ""),
-            {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed)},
-        )
+        name = f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else "")
         try:
-            log_result_to_run(self.client, run_id, result)
-        except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        self.client.set_terminated(run_id, "FINISHED")
+            run_id = start_child_run(
+                self.client, self.experiment_id, self.parent_run_id, name,
+                {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed), OWNER_TAG: owner()},
+            )
+            try:
+                log_result_to_run(self.client, run_id, result)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.client.set_terminated(run_id, "FAILED")
+                raise
+            self.client.set_terminated(run_id, "FINISHED")
+        except MlflowException as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise CliscError(f"MLflow store {self.tracking_uri} failed while logging {name} ({reason}); its results "
+                             "are kept in the run folder and the stage cache: run the same command again once the "
+                             "store answers (finished stages are reused, not recomputed)") from None
+        if not self.results:  # the parent's Dataset column: the data and split its children ran on
+            log_dataset_input(self.client, self.parent_run_id, result)
+        self.results.append(result)
         log.info("logged %s/seed%s as run %s", result.method, result.seed, run_id)
         return run_id
+
+    def log_summary(self) -> list[str]:
+        """The parent's table(s) and figures (artifacts) and headline metrics, from the results logged
+        so far; returns the artifact names."""
+        from clisc.tracking.summary import headline_metrics, summary_files
+
+        if self.parent_run_id is None or not self.results:
+            return []
+        metrics, tags = headline_metrics(self.results, self.spec)
+        log_flat(self.client, self.parent_run_id, metrics=metrics, tags=tags)
+        with tempfile.TemporaryDirectory(prefix="clisc-summary-") as tmp:
+            files = summary_files(self.experiment, self.spec, self.results, Path(tmp))
+            self.client.log_artifacts(self.parent_run_id, tmp)
+        return [path.name for path in files]
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.parent_run_id is not None:
-            status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        if self.parent_run_id is None:
+            return
+        try:
+            self.log_summary()
+        except Exception as err:  # the children are logged; a summary failure must not hide the run's outcome
+            if exc_type is not None:
+                log.warning("parent run summary not logged: %s", err)
+            else:
+                self.client.set_terminated(self.parent_run_id, "FAILED")
+                raise
+        status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        if exc_type is None:
             self.client.set_terminated(self.parent_run_id, status)
+        else:  # the run's own error is the one to report, even when the store is gone too
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(self.parent_run_id, status)
 
 
 def _search_all(

@@ -17,3 +17,28 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, wor
         "--port", str(port),
         "--workers", str(workers),
     ]
+
+
+
+# MLflow 3's UI shows an experiment as GenAI (traces overview) or model training (runs table) by this
+# URL parameter, else by the browser's last choice of the "GenAI / Model training" switch (GenAI until
+# the user picks the other), whatever the experiment's mlflow.experimentKind tag says
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+SWITCH_HINT = ('MLflow 3 opens experiments in its GenAI view until you pick "Model training" in the switch at '
+               "the top left of its home page once; your browser keeps that choice.")
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """Address of an experiment's runs table in the model-training view (``base``: ``http://host:port``)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+
+
+def ui_lines(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """What ``clisc ui`` prints: the address, the view switch hint, and each experiment's runs table."""
+    from clisc.tracking.store import client_for
+
+    base = f"http://{host}:{port}"
+    lines = [f"MLflow UI for {tracking_uri} at {base}/ (Ctrl-C stops it)", f"  {SWITCH_HINT}"]
+    experiments = [e for e in client_for(tracking_uri).search_experiments() if e.name != "Default"]
+    lines += [f"  runs of {e.name}: {runs_url(base, e.experiment_id)}" for e in experiments]
+    return lines

@@ -111,3 +111,13 @@ def test_pretrained_weights_offline_fail_with_one_line(synthetic_dataset, tmp_pa
                    echo=lambda _: None, overrides={"foundation.weights": "pretrained", "foundation.size": "base"})
     message = str(err.value)
     assert "\n" not in message and "sam_vit_b_01ec64.pth" in message and str(tmp_path / "weights") in message
+
+
+def test_training_curves_and_split_travel_with_the_result_even_when_cached(first_run, synthetic_dataset):
+    result, cache, _ = first_run
+    assert set(result.histories) == {"classifier_raw", "classifier_amda", "unet_round1", "unet_round2"}
+    for rows in result.histories.values():
+        assert [row["epoch"] for row in rows] == list(range(1, len(rows) + 1)) and all(row["loss"] >= 0 for row in rows)
+    assert result.split["split"].value_counts().to_dict() == {"train": 7, "valid": 1, "test": 2}
+    again = _run(synthetic_dataset, cache)  # every stage cached: the curves come from the cache entries
+    assert again.histories == result.histories

@@ -24,3 +24,18 @@ def toy_objective(params: dict[str, Any], fail_at: float | None = None) -> Metho
     })
     return MethodResult(method="clisc", seed=0, per_case=per_case, params={"amda.alpha": alpha},
                         tags={"label_free": "true"})
+
+
+def slow_objective(params: dict[str, Any], delay: float) -> MethodResult:
+    """:func:`toy_objective` after ``delay`` seconds (a trial long enough to be killed in)."""
+    import time
+
+    time.sleep(delay)
+    return toy_objective(params)
+
+
+def slow_objective_partial(delay: float = 0.5):
+    """A picklable :func:`slow_objective` with ``delay`` (so that two workers both take trials)."""
+    import functools
+
+    return functools.partial(slow_objective, delay=delay)

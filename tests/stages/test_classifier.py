@@ -130,6 +130,17 @@ def test_tiny_resnet_with_the_official_head() -> None:
     assert p.shape == (8,) and np.all((p >= 0) & (p <= 1))
 
 
+@pytest.mark.parametrize("select", [False, True])
+def test_on_epoch_reports_the_loss_and_the_validation_proxy(select: bool) -> None:
+    images, labels = bright_square_data(16, seed=2)
+    rows: list[tuple[int, dict[str, float]]] = []
+    train_classifier(TinyNet(), images, labels, fast(select_on_gt_validation=select), seed=0,
+                     val=bright_square_data(8, seed=5), progress=False, on_epoch=lambda e, m: rows.append((e, m)))
+    assert [e for e, _ in rows] == [1, 2, 3]
+    assert all(m["loss"] > 0 for _, m in rows)
+    assert all(("val_accuracy" in m) == select for _, m in rows)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -209,6 +209,27 @@ def test_monai_network_first_level_works_at_full_resolution():
     assert tuple(out.shape) == (1, 2, 16, 16, 16)
 
 
+def test_on_epoch_record_survives_an_interruption(tmp_path):
+    """on_epoch runs before the checkpoint: a curve kept with it is complete after a resume."""
+    images, labels = tiny_data()
+    settings = dataclasses.replace(TINY, epochs=3)
+    full: dict[int, float] = {}
+    train_unet(images, labels, settings, seed=5, progress=False, on_epoch=lambda e, m: full.__setitem__(e, m["loss"]))
+    kept: dict[int, float] = {}
+
+    def kill_after_first(epoch: int, loss: float) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_unet(images, labels, settings, seed=5, progress=False, checkpoint_dir=tmp_path,
+                   on_epoch=lambda e, m: kept.__setitem__(e, m["loss"]), on_epoch_end=kill_after_first)
+    assert list(kept) == [1]
+    train_unet(images, labels, settings, seed=5, progress=False, checkpoint_dir=tmp_path,
+               on_epoch=lambda e, m: kept.__setitem__(e, m["loss"]))
+    assert list(kept) == [1, 2, 3] and kept == pytest.approx(full)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pandas as pd
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -37,10 +38,19 @@ def test_ui_command_argv() -> None:
                         "--host", "127.0.0.1", "--port", "5123", "--workers", "1"]
 
 
+def curve_result(fakes, method: str, dsc: list[float]):
+    """A fake result with a 3-epoch U-Net curve and a data split, as a pipeline run has."""
+    split = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "split": ["train", "train", "valid", "test"]})
+    return fakes.fake_result(method, dsc, histories={"unet_round1": [{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)]},
+                             split=split, data_root="/data/BraTS2020", stage_times={"unet_round1": 2.0},
+                             tags={"dataset": "f1ngerpr1nt", "split_file": "f1ngerpr1nt_seed0.csv"})
+
+
 @pytest.mark.slow
 def test_ui_serves_runs(tracking_uri: str, fakes) -> None:
-    with ExperimentRecorder("ui_check", {"methods": ["clisc", "raw_cam"]}, tracking_uri=tracking_uri) as rec:
-        child_ids = {rec.log_result(fakes.fake_result(m, [50, 60])) for m in ("clisc", "raw_cam")}
+    spec = {"methods": ["clisc", "raw_cam"], "description": "what the UI check is about"}
+    with ExperimentRecorder("ui_check", spec, tracking_uri=tracking_uri) as rec:
+        child_ids = {rec.log_result(curve_result(fakes, m, [50, 60])) for m in ("clisc", "raw_cam")}
         parent_id = rec.parent_run_id
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -58,11 +68,29 @@ def test_ui_serves_runs(tracking_uri: str, fakes) -> None:
                 assert time.monotonic() < deadline, f"mlflow ui did not answer within {START_TIMEOUT_S} s"
                 time.sleep(0.5)
         experiment_id = experiment["experiment"]["experiment_id"]
+        experiment_tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+        assert experiment_tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs
+        assert experiment_tags["mlflow.note.content"] == "what the UI check is about"
         runs = call(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 10})["runs"]
         tags = {run["info"]["run_id"]: {t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs}
         assert set(tags) == child_ids | {parent_id}
         assert MLFLOW_PARENT_RUN_ID not in tags[parent_id]
         assert all(tags[child][MLFLOW_PARENT_RUN_ID] == parent_id for child in child_ids)
+        # the parent shows the result: its table and figures as artifacts, headline metrics
+        files = {f["path"] for f in call(base, "/api/2.0/mlflow/artifacts/list", query=f"?run_id={parent_id}")["files"]}
+        assert {"ui_check.md", "ui_check.csv", "stage_times.png", "spec.yaml"} <= files
+        by_id = {run["info"]["run_id"]: run for run in runs}
+        parent_metrics = {m["key"]: m["value"] for m in by_id[parent_id]["data"]["metrics"]}
+        assert parent_metrics["dsc_mean"] == 55.0 and parent_metrics["best_rival_dsc_mean"] == 55.0
+        # every run names its dataset (the UI's Dataset column)
+        for run_id in child_ids | {parent_id}:
+            inputs = by_id[run_id]["inputs"]["dataset_inputs"]
+            assert [d["dataset"]["name"] for d in inputs] == ["BraTS2020"]
+            assert json.loads(inputs[0]["dataset"]["profile"])["cases_train"] == 2
+        # the training curve of each child, step by step
+        child = sorted(child_ids)[0]
+        history = call(base, "/api/2.0/mlflow/metrics/get-history", query=f"?run_id={child}&metric_key=unet_round1/loss")
+        assert [(m["step"], round(m["value"], 4)) for m in history["metrics"]] == [(1, 1.0), (2, 0.5), (3, 0.3333)]
     finally:  # mlflow ui runs uvicorn as a child: end the server's whole process group
         stop_group(server)
 
@@ -82,3 +110,14 @@ def stop_group(server: subprocess.Popen) -> None:
                 continue
     finally:
         server.stderr.close()
+
+
+def test_ui_lines_link_each_experiment_to_its_runs_table(tracking_uri: str, fakes) -> None:
+    from clisc.tracking.ui import ui_lines
+
+    with ExperimentRecorder("linked", {"methods": ["clisc"]}, tracking_uri=tracking_uri) as rec:
+        rec.log_result(fakes.fake_result("clisc", [50, 60]))
+        experiment_id = rec.experiment_id
+    lines = ui_lines(tracking_uri, port=5123)
+    assert lines[0].endswith("at http://127.0.0.1:5123/ (Ctrl-C stops it)") and "Model training" in lines[1]
+    assert f"  runs of linked: http://127.0.0.1:5123/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in lines

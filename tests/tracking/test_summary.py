@@ -1,0 +1,58 @@
+"""The parent run's table, figures and headline metrics; the dataset input of a run."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from clisc.tracking.inputs import dataset_entity, split_digest
+from clisc.tracking.summary import headline_metrics, summary_files
+
+SPLIT = pd.DataFrame({"case_id": ["c1", "c2", "c3", "c4"], "split": ["train", "train", "valid", "test"]})
+
+
+def test_headline_metrics_name_clisc_and_its_best_label_free_rival(fakes) -> None:
+    results = [fakes.fake_result("clisc", [80, 90]), fakes.fake_result("clisc", [70, 80], seed=1),
+               fakes.fake_result("raw_cam", [40, 50]), fakes.fake_result("cam_amda", [60, 60]),
+               fakes.fake_result("fully_supervised", [95, 95], tags={"label_free": "false"})]
+    metrics, tags = headline_metrics(results, {})
+    assert metrics["dsc_mean"] == pytest.approx(80.0)  # mean of the two seeds' means
+    assert metrics["best_rival_dsc_mean"] == 60.0 and tags == {"best_rival": "cam_amda", "best_rival_label_free": "true"}
+    assert metrics["fully_supervised/dsc_mean"] == 95.0 and "raw_cam/hd95_mean" in metrics
+
+
+def test_a_sweep_reports_its_best_point(fakes) -> None:
+    results = [fakes.fake_result("clisc", [d, d], params={"s3f.beta": beta}) for beta, d in ((0, 50), (20, 70), (40, 60))]
+    metrics, tags = headline_metrics(results, {"sweep": {"s3f.beta": [0, 20, 40]}})
+    assert metrics == {"best_dsc_mean": 70.0} and tags == {"best_method": "clisc", "best.s3f.beta": "20"}
+
+
+@pytest.mark.parametrize("experiment, spec, expected", [
+    ("table2", {}, {"table2.md", "table2.csv", "table2.tex", "stage_times.png"}),
+    ("mini", {}, {"mini.md", "mini.csv", "stage_times.png"}),
+    ("beta_check", {"sweep": {"s3f.beta": [0, 20]}}, {"beta_check.md", "beta_check_beta.png", "stage_times.png"}),
+])
+def test_summary_files(fakes, tmp_path, experiment, spec, expected) -> None:
+    results = [fakes.fake_result("clisc", [80, 90], params={"s3f.beta": 0}, stage_times={"s3f": 2.0}),
+               fakes.fake_result("clisc", [70, 60], params={"s3f.beta": 20}, stage_times={"unet_round2": 3.0}),
+               fakes.fake_result("raw_cam", [40, 50], stage_times={"classifier_raw": 1.0})]
+    names = {p.name for p in summary_files(experiment, spec, results, tmp_path)}
+    assert expected <= names
+    if experiment == "mini":  # only the rows that ran, in the paper's layout
+        table = pd.read_csv(tmp_path / "mini.csv")
+        assert list(table["method"]) == ["raw CAM", "full CLISC"]  # table2's rows and labels
+
+
+def test_dataset_input_names_data_split_and_counts(fakes) -> None:
+    result = fakes.fake_result("clisc", [1, 2], split=SPLIT, data_root="/data/BraTS2020",
+                               tags={"dataset": "abc123", "split_file": "abc123_seed0.csv"})
+    entity = dataset_entity(result)
+    profile = json.loads(entity.profile)
+    assert entity.name == "BraTS2020" and len(entity.digest) <= 36
+    assert profile == {"fingerprint": "abc123", "split_digest": split_digest(SPLIT), "split_file": "abc123_seed0.csv",
+                       "split_sha256": "", "cases": 4, "cases_test": 1, "cases_train": 2, "cases_valid": 1, "synthetic": "false"}
+    moved = fakes.fake_result("clisc", [1, 2], split=SPLIT.assign(split=["train", "valid", "train", "test"]),
+                              data_root="/data/BraTS2020", tags={"dataset": "abc123"})
+    assert dataset_entity(moved).digest != entity.digest  # another split, another dataset version
+    assert dataset_entity(fakes.fake_result("clisc", [1, 2])) is None
