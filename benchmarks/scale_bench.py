@@ -44,13 +44,20 @@ STAGES = {
     "slice_labels": (["slice_labels"], "clip"),
     "classifier_raw": (["classifier_raw"], "cls_step"),
     "classifier_amda": (["classifier_amda"], "cls_step"),
-    "cam_rois_amda": (["cam_rois train"], "cam"),
+    "cam_rois": (["cam_rois train"], "cam"),
     "sam_pseudo_labels": (["sam_pseudo_labels train"], "sam_encode"),
     "unet_round1": (["unet_round1"], "unet_step"),
     "predictions": (["predictions train", "predictions test"], "unet_window"),
     "s3f": (["s3f (decode; embeddings cached)"], "sam_decode"),
     "unet_round2": (["unet_round2"], "unet_step"),
 }
+
+ALIASES = {"cam_rois": ("cam_rois", "cam_rois_amda")}  # the stage's name in older commits too
+
+
+def stage_time(times: dict[str, float], stage: str) -> float:
+    return sum(times.get(name, 0.0) for name in ALIASES.get(stage, (stage,)))
+
 
 CHILD = """
 import json, resource, sys, time, types
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'stage':18s} {'unit':11s}{header} {'projected ' + str(c):>14s} {'measured/proj':>14s}")
     total_projected = 0.0
     for stage, (_, unit) in STAGES.items():
-        t = {n: runs[n]["stage_times"].get(stage, 0.0) for n in sizes}
+        t = {n: stage_time(runs[n]["stage_times"], stage) for n in sizes}
         x = {n: units[n][stage] for n in sizes}
         slope = (t[b] - t[a]) / (x[b] - x[a]) if x[b] != x[a] else 0.0
         projected = t[b] + slope * (x[c] - x[b])
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         cells = "".join(f"{t[n]:9.1f} s {x[n]:9.0f}u" for n in sizes)
         ratio = t[c] / projected if projected > 0 else float("nan")
         print(f"{stage:18s} {unit:11s}{cells} {projected:12.1f} s {ratio:14.2f}")
-    totals = {n: sum(runs[n]["stage_times"].get(stage, 0.0) for stage in STAGES) for n in sizes}
+    totals = {n: sum(stage_time(runs[n]["stage_times"], stage) for stage in STAGES) for n in sizes}
     cells = "".join(f"{totals[n]:9.1f} s {'':10s}" for n in sizes)
     print(f"{'sum of stages':30s}{cells} {total_projected:12.1f} s {totals[c] / total_projected:14.2f}")
     print(f"\npeak RSS (MiB): " + ", ".join(f"{n} cases {runs[n]['rss']:.0f}" for n in sizes)
