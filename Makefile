@@ -6,6 +6,8 @@
 # WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS/STORAGE/STUDY (search, dashboard), PORT (ui).
 #   make dashboard         optuna-dashboard on a study (STUDY=name or STORAGE=url), 127.0.0.1:$(DASH_PORT)
 #   make test-integration  real PostgreSQL + MLflow server tests (not part of make test)
+#   make cpu-study         the CPU study on the 12 real sample cases (issue 7): fully supervised, raw CAM,
+#                          CAM + AMDA, oracle slice labels, 4 folds, profile cpu; report in reports/cpu_study/
 PYTHON   ?= python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
@@ -14,6 +16,8 @@ STAMP    := $(VENV)/.installed
 OPS      := $(VENV)/.installed-ops
 
 SYNTH    := data/synthetic
+# make cpu-study: the 12 real sample cases unless DATA is given
+STUDY_DATA := $(or $(DATA),../shared/data/brats-sample)
 DATA     ?= $(SYNTH)
 ifeq ($(DATA),$(SYNTH))
 # no DATA given: the synthetic dataset with the CPU-sized profile and tiny random models
@@ -37,7 +41,7 @@ RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
 .PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
-        dashboard bench chaos clean-runs
+        dashboard bench chaos clean-runs cpu-study
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -94,6 +98,11 @@ dashboard: $(OPS)
 
 report: $(STAMP)
 	$(CLISC) report --out reports
+
+# the CPU study (experiments/cpu_study.yaml: its profile, folds and oracle labels); DATA defaults to the sample
+cpu-study: $(STAMP)
+	OMP_NUM_THREADS=1 $(CLISC) experiment cpu_study --data $(STUDY_DATA) --weights random --device $(DEVICE)
+	$(CLISC) report --experiments cpu_study --out reports/cpu_study
 
 ui: $(STAMP)
 	$(CLISC) ui --port $(PORT)

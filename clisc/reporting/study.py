@@ -1,0 +1,72 @@
+"""The CPU study's table (``experiments/cpu_study.yaml``, issue 7), rebuilt from MethodResults read from MLflow.
+
+One row per method that ran, in the spec's order, the folds of a cross-validated run pooled (every case
+once): DSC and HD95 (mean ± std over cases, bootstrap interval), the paper's value for the method from
+Table 1 or Table 2 beside it, the paired Wilcoxon p of per-case DSC against the raw CAM row (the paper's
+AMDA claim is raw CAM -> CAM with AMDA), and the minutes the row's stages computed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from clisc.pipeline.result import MethodResult
+from clisc.reporting.tables import (
+    CI_RESAMPLES, _ci, _fmt, _note, by_method, case_means, comparability_note, paper_rows, runs_label_free,
+    seed_mean_summary, wilcoxon_p,
+)
+
+BASELINE_METHOD = "raw_cam"  # the row the others are tested against (Table 2's first step)
+
+
+def paper_values() -> dict[str, dict]:
+    """The paper's rows of Table 1 and Table 2 by method name (CLISC's row appears in both; equal)."""
+    return {row["method"]: row for table in ("table1", "table2") for row in paper_rows(table)}
+
+
+def computed_minutes(runs: Sequence[MethodResult]) -> float:
+    """Minutes the runs' stages computed (stage times summed over seeds and folds; a stage read from the
+    cache counts 0, so a stage two rows share counts in the row that ran first)."""
+    return sum(float(t) for r in runs for t in r.stage_times.values()) / 60.0
+
+
+def study_table(results: Iterable[MethodResult]) -> pd.DataFrame:
+    """Rows of the methods that ran with our pooled values, the paper's, p vs raw CAM and time."""
+    grouped = by_method(results)
+    paper = paper_values()
+    baseline = case_means(grouped[BASELINE_METHOD], "dsc") if BASELINE_METHOD in grouped else None
+    rows = []
+    for method, runs in grouped.items():
+        spec = paper.get(method, {})
+        summary = seed_mean_summary(runs)
+        p = (wilcoxon_p(baseline, case_means(runs, "dsc"))
+             if baseline is not None and method != BASELINE_METHOD else math.nan)
+        rows.append({
+            "method": spec.get("label", method),
+            "label-free": "yes" if runs_label_free(runs) else "no",
+            "cases": str(int(summary["n_cases"])),
+            "DSC": _fmt(summary["dsc_mean"], summary["dsc_std"]),
+            "DSC 95% CI": _ci(case_means(runs, "dsc")),
+            "paper DSC": _fmt(*spec["dsc"]) if "dsc" in spec else "",
+            "HD95": _fmt(summary["hd95_mean"], summary["hd95_std"]),
+            "HD95 95% CI": _ci(case_means(runs, "hd95")),
+            "paper HD95": _fmt(*spec["hd95"]) if "hd95" in spec else "",
+            "p vs raw CAM": "" if math.isnan(p) else f"{p:.3g}",
+            "time (min)": f"{computed_minutes(runs):.1f}",
+            "note": _note(runs),
+        })
+    df = pd.DataFrame(rows)
+    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
+    df.attrs["notes"] = [f"WARNING: some rows ran with {b}." for b in banners] + [
+        "DSC (%) and HD95 (mm): mean ± std over test cases; the folds of a cross-validated run are pooled "
+        "(cases = every case once).",
+        f"95% CI: percentile bootstrap ({CI_RESAMPLES} resamples, seed 0) of the mean of per-case values.",
+        "paper: the published value of the method (Table 1 or Table 2; BraTS2020, 74 test cases).",
+        "p vs raw CAM: two-sided paired Wilcoxon signed-rank test of per-case DSC against the raw CAM row.",
+        "time: minutes the row's stages computed, summed over folds; a stage read from the cache counts 0, "
+        "so a stage two rows share (CAM with AMDA reuses raw CAM's classifier) counts in the row that ran first.",
+    ]
+    df.attrs["warnings"] = []
+    return df
