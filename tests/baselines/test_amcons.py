@@ -76,3 +76,29 @@ def test_ground_truth_healthy_slices_are_tagged(synthetic_dataset: Path, tmp_pat
     result = run_method("amcons", synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache",
                         progress=False, echo=lambda _: None, overrides={"baselines.healthy_source": "ground_truth"})
     assert result.tags["label_free"] == "false" and "healthy_source" in result.tags["gt_switches"]
+
+
+@pytest.mark.brats_sample
+def test_real_slices_keep_the_tumour_bright_and_maps_stay_in_the_brain(brats_sample: Path) -> None:
+    """On a real case the prepared input keeps FLAIR's hyperintense tumour brighter than the brain
+    after histogram matching, and an (untrained) VAE's mask never leaves the brain."""
+    import torch
+
+    from baselines.amcons import TrainedVae, prepare, segment_volume
+    from baselines.constrained_vae import build_vae
+    from baselines.settings import ConstrainedVaeSettings
+    from clisc.data.discovery import discover_cases
+    from clisc.data.preprocessing import load_volumes
+
+    volume = load_volumes(discover_cases(brats_sample)[:1], progress=False)[0]
+    z = int(np.argmax(volume.label.sum(axis=(0, 1))))
+    settings = ConstrainedVaeSettings(input_size=64, brain_erosion=2)
+    raw, masks = resized_inputs(volume, np.array([z]), 64)
+    reference = reference_quantiles(brain_histogram(raw, masks))
+    images, eroded = prepare(volume, np.array([z]), settings, reference)
+    tumour = resize_masks(volume.label[None, :, :, z].astype(bool), 64) & eroded
+    assert images[tumour].mean() > images[eroded & ~tumour].mean() + 0.1
+    torch.manual_seed(0)
+    trained = TrainedVae(build_vae(settings).eval(), reference)
+    amap, mask = segment_volume(volume, trained, "amcons", settings, cut=0.0)
+    assert amap.shape == volume.image.shape and not (mask & ~volume.brain).any() and mask.any()
