@@ -28,9 +28,11 @@ class FlairThresholdSettings:
 @dataclass(frozen=True)
 class ConstrainedVaeSettings:
     """AMCons / GradCAMCons (Silva-Rodriguez et al., MedIA 2022): a VAE trained on healthy slices with
-    an attention constraint; the attention map is the anomaly map."""
+    an attention constraint; the attention map is the anomaly map (``baselines/amcons.py``). Defaults:
+    the README commands of jusiro/constrained_anomaly_segmentation (AMCons here; GradCAMCons in
+    ``BaselineSettings.gradcamcons``)."""
 
-    input_size: int = 224
+    input_size: int = 224  # slices resized to SxS; a multiple of 16 (four stride-2 stages before the dense latent)
     latent_dim: int = 32
     epochs: int = 300
     batch_size: int = 8
@@ -38,7 +40,20 @@ class ConstrainedVaeSettings:
     w_kl: float = 10.0
     w_constraint: float = 0.1  # AMCons: w_H on the attention entropy; GradCAMCons: the log-barrier weight
     t_barrier: float = 10.0  # GradCAMCons' log-barrier t
+    p_activation: float = 0.01  # GradCAMCons: the constraint 1 - mean(attention) <= p (the code's p_activation_cam)
+    attention_block: int = 1  # encoder block (1..4) whose channel mean is the attention (the code's level -4 of 4)
+    warmup_epochs: int = 1  # epochs before the constraint term is added (the code: ``i_epoch > 0``)
+    brain_erosion: int = 6  # side of the square eroding the brain mask at the input size (the code: 6x6 at 224)
+    histogram_matching: bool = True  # each slice's brain intensities matched to the healthy training slices'
     threshold_percentile: float = 95.0  # label-free threshold rule (see the module of each method)
+
+    def __post_init__(self) -> None:
+        if self.input_size < 16 or self.input_size % 16:
+            raise ValueError(f"input_size must be a positive multiple of 16, got {self.input_size}")
+        if self.attention_block not in (1, 2, 3, 4):
+            raise ValueError(f"attention_block must be 1..4, got {self.attention_block}")
+        if not 0 < self.threshold_percentile < 100:
+            raise ValueError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
 
 
 @dataclass(frozen=True)
