@@ -20,5 +20,6 @@ for _method in (
     Method("flair_threshold", "baselines.flair_threshold:segment", "FLAIR threshold", gt_switches=()),
     Method("medclip_sam", "baselines.medclip_sam:segment", "MedCLIP-SAM",
            gt_switches=("baselines.medclip_sam.slices",)),
+    Method("3d_if", "baselines.implicit_field:segment", "3D IF", gt_switches=(HEALTHY,)),
 ):
     register_method(_method)
