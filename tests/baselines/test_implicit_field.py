@@ -147,3 +147,20 @@ def test_runs_end_to_end(synthetic_dataset: Path, tmp_path: Path, source: str, l
     assert result.tags["label_free"] == label_free
     assert result.params["baselines.implicit_field.n_classes"] == 10
     assert "implicit_field" in result.histories and len(result.histories["implicit_field"]) == 3
+
+
+@pytest.mark.brats_sample
+def test_real_tumour_falls_in_the_brightest_classes(brats_sample: Path) -> None:
+    """On real FLAIR (centres fitted on the case's tumour-free slices) the hyperintense whole tumour is
+    coded mostly as the two brightest brain classes, and every class is used."""
+    from baselines.implicit_field import volume_classes
+    from clisc.data.discovery import discover_cases
+    from clisc.data.preprocessing import load_volumes
+    volume = load_volumes(discover_cases(brats_sample)[:1], progress=False)[0]
+    brain, tumour = volume.brain, volume.label > 0
+    settings = ImplicitFieldSettings()
+    healthy = brain & ~tumour.any(axis=(0, 1))[None, None, :]
+    centres = fit_class_centres(normalise_brain(volume.image, brain, settings.clip_percentile)[healthy], 9)
+    classes = volume_classes(volume, centres, settings)
+    assert set(np.unique(classes[brain])) == set(range(1, 10)) and (classes[~brain] == BACKGROUND).all()
+    assert (classes[tumour] >= 8).mean() > 0.7
