@@ -155,9 +155,8 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     model_key, field = train_implicit_field(ctx)
 
     def run(volume: Volume) -> np.ndarray:
-        brain = brain_of(volume)
-        smoothed = smooth_scores(anomaly_scores(field, volume, s, ctx.seed, ctx.device, ctx.progress), volume.spacing, s)
-        return anomaly_mask(smoothed, brain, s.threshold_percentile)
+        scores = anomaly_scores(field, volume, s, ctx.seed, ctx.device, ctx.progress)
+        return anomaly_mask(smooth_scores(scores, volume.spacing, s), brain_of(volume), s.threshold_percentile)
 
     return per_case_stage(ctx, "implicit_field_masks", {"split": split, "settings": s, "seed": ctx.seed},
                           [model_key, ctx.volumes_key], ctx.volumes(split), run)
