@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from baselines.settings import ImplicitFieldSettings
+from clisc.errors import CliscError
 
 BACKGROUND = 0  # the class of every voxel outside the brain; brain voxels get 1 .. n_classes - 1
 
@@ -125,7 +126,8 @@ class ImplicitDecoder(nn.Module):
         for layer in range(s.layers):
             out = dims[layer + 1] - (width_in if layer + 1 == self.latent_layer else 0)
             if out < 1:
-                raise ValueError(f"hidden={s.hidden} is no wider than the skip input ({width_in})")
+                raise CliscError(f"baselines.implicit_field.hidden={s.hidden} is no wider than the skip input at "
+                                 f"latent_layer={s.latent_layer} (latent_dim + 6 x fourier_frequencies = {width_in})")
             linears.append(nn.utils.parametrizations.weight_norm(nn.Linear(dims[layer], out)))
         self.hidden_layers = nn.ModuleList(linears)
         self.head = nn.Linear(s.hidden, s.n_classes)

@@ -14,6 +14,7 @@ from baselines.implicit_field_model import (BACKGROUND, ImplicitDecoder, Trainin
                                             fit_latent, fourier_features, normalise_brain, quantise, train_decoder,
                                             voxel_cross_entropy)
 from baselines.settings import ImplicitFieldSettings
+from clisc.errors import CliscError
 from clisc.pipeline.run import run_method
 
 SMALL = ImplicitFieldSettings(hidden=64, layers=3, latent_layer=1, latent_dim=8, fourier_frequencies=3, dropout=0.0,
@@ -79,7 +80,7 @@ def test_decoder_shapes_and_skip_input() -> None:
     model = ImplicitDecoder(settings)
     assert model(torch.zeros(5, 8), torch.zeros(5, 3)).shape == (5, settings.n_classes)
     assert model.hidden_layers[1].out_features == 40 - (8 + 12)  # narrowed to leave room for the skip
-    with pytest.raises(ValueError, match="no wider"):
+    with pytest.raises(CliscError, match="no wider"):
         ImplicitDecoder(dataclasses.replace(settings, hidden=16))
     no_skip = ImplicitDecoder(dataclasses.replace(settings, latent_layer=4))
     assert all(layer.out_features == 40 for layer in no_skip.hidden_layers)
