@@ -107,10 +107,12 @@ def anomaly_mask(smoothed: np.ndarray, brain: np.ndarray, percentile: float) -> 
 
 def train_implicit_field(ctx: RunContext) -> tuple[str, ImplicitField]:
     """Cached stage: intensity centres, network and training latents from the healthy slices of
-    the training volumes (``baselines.healthy_source``)."""
+    the training volumes (``baselines.healthy_source``); checkpointed in the stage's scratch folder,
+    so a killed run resumes its training."""
     s = ctx.settings.baselines.implicit_field
     healthy_key, healthy = healthy_slices(ctx)
     settings = {"implicit_field": s, "seed": ctx.seed}
+    inputs = [healthy_key, ctx.volumes_key]
 
     def compute(out: Path) -> None:
         volumes = ctx.volumes("train")
@@ -123,8 +125,11 @@ def train_implicit_field(ctx: RunContext) -> tuple[str, ImplicitField]:
         centres = fit_class_centres(values, s.n_classes - 1)
         training = [TrainingVolume(volume_classes(v, centres, s), grid_of(v), np.asarray(healthy[v.case_id]))
                     for v in volumes.select(ids)]  # uint8 class volumes: the network samples them every step
-        curve = EpochRecorder(out / HISTORY_FILE, resume=False)
-        model, latents = train_decoder(training, s, ctx.seed, ctx.device, ctx.progress, on_epoch=curve)
+        scratch = ctx.scratch("implicit_field", ctx.key("implicit_field", settings, inputs))
+        curve = EpochRecorder(scratch / HISTORY_FILE)  # beside the checkpoint: a resumed run keeps its curve
+        model, latents = train_decoder(training, s, ctx.seed, ctx.device, ctx.progress, on_epoch=curve,
+                                       checkpoint=scratch / "checkpoint.pt")
+        curve.write(out / HISTORY_FILE)
         torch.save({"model": model.state_dict(), "latents": latents.cpu()}, out / "model.pt")
         np.save(out / "centres.npy", centres)
         (out / "cases.json").write_text(json.dumps(ids))
@@ -137,7 +142,7 @@ def train_implicit_field(ctx: RunContext) -> tuple[str, ImplicitField]:
         return ImplicitField(model.to(ctx.device).eval(), np.load(path / "centres.npy"), state["latents"],
                              json.loads((path / "cases.json").read_text()))
 
-    return ctx.stage("implicit_field", settings, [healthy_key, ctx.volumes_key], compute, load)
+    return ctx.stage("implicit_field", settings, inputs, compute, load)
 
 
 def anomaly_scores(field: ImplicitField, volume: Volume, s: ImplicitFieldSettings, seed: int,

@@ -6,9 +6,11 @@ Follows the public code (snavalm/ifl_unsup_anom_det, itself DeepSDF's decoder): 
 """
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +19,11 @@ from torch import nn
 from tqdm import tqdm
 
 from baselines.settings import ImplicitFieldSettings
+from clisc.cache import atomic_write_bytes
 from clisc.errors import CliscError
 
 BACKGROUND = 0  # the class of every voxel outside the brain; brain voxels get 1 .. n_classes - 1
+CHECKPOINT_EVERY = 10  # epochs between training checkpoints (a killed training resumes from the last)
 
 
 # ------------------------------------------------------------------ intensity classes
@@ -180,39 +184,77 @@ def _batch(volumes: Sequence[TrainingVolume], count: int, rng: np.random.Generat
     return np.concatenate(xyz), np.concatenate(target).astype(np.int64)
 
 
+def _save_checkpoint(path: Path, epoch: int, model: nn.Module, latents: torch.Tensor, optimiser: torch.optim.Optimizer,
+                     rng: np.random.Generator, device: str) -> None:
+    state = {"epoch": epoch, "model": model.state_dict(), "latents": latents.detach().cpu(),
+             "optimiser": optimiser.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state(device) if str(device).startswith("cuda") else None}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _resume(path: Path, model: nn.Module, latents: torch.Tensor, optimiser: torch.optim.Optimizer,
+            rng: np.random.Generator, device: str) -> int:
+    """Restore a checkpoint written by :func:`_save_checkpoint`; returns the last finished epoch."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        latents.copy_(state["latents"].to(device))
+    optimiser.load_state_dict(state["optimiser"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["epoch"])
+
+
 def train_decoder(volumes: Sequence[TrainingVolume], s: ImplicitFieldSettings, seed: int, device: str = "cpu",
                   progress: bool = True, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                  ) -> tuple[ImplicitDecoder, torch.Tensor]:
+                  checkpoint: Path | None = None) -> tuple[ImplicitDecoder, torch.Tensor]:
     """The network and one latent per volume ``VxD``, optimised jointly (the code's ``train_network``):
     per epoch every volume once, ``scenes_per_batch`` volumes x ``samples_per_scene`` voxels a step;
     cross-entropy + ``code_regularisation`` x latent norm (ramped in over 100 epochs); Adam with the
-    step schedule (``lr`` network, ``latent_lr`` latents, halved every ``lr_step`` epochs)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = ImplicitDecoder(s).to(device).train()
-    latents = initial_latents(len(volumes), s.latent_dim, torch.Generator().manual_seed(seed)).to(device)
-    latents.requires_grad_(True)
-    optimiser = torch.optim.Adam([{"params": model.parameters(), "lr": s.lr}, {"params": [latents], "lr": s.latent_lr}])
-    for epoch in tqdm(range(1, s.epochs + 1), desc="3D IF training", unit="epoch", disable=not progress):
-        for group, lr in zip(optimiser.param_groups, (s.lr, s.latent_lr)):
-            group["lr"] = lr * s.lr_factor ** (epoch // s.lr_step)
-        order, losses = rng.permutation(len(volumes)), []
-        for start in range(0, len(volumes), s.scenes_per_batch):
-            chosen = order[start:start + s.scenes_per_batch]
-            xyz, target = _batch([volumes[i] for i in chosen], s.samples_per_scene, rng)
-            index = torch.as_tensor(np.repeat(chosen, s.samples_per_scene), device=device)
-            bound_latents(latents, s.code_bound)
-            batch_latents = latents[index]
-            logits = model(batch_latents, torch.as_tensor(xyz, device=device))
-            loss = nn.functional.cross_entropy(logits, torch.as_tensor(target, device=device))
-            regulariser = s.code_regularisation * min(1.0, epoch / 100) * batch_latents.norm(dim=1).mean()
-            optimiser.zero_grad()
-            (loss + regulariser).backward()
-            optimiser.step()
-            losses.append(loss.item())
-        if on_epoch is not None:
-            on_epoch(epoch, {"loss": float(np.mean(losses))})
-    bound_latents(latents, s.code_bound)
+    step schedule (``lr`` network, ``latent_lr`` latents, halved every ``lr_step`` epochs).
+
+    With ``checkpoint`` (a file path) the state is written every ``CHECKPOINT_EVERY`` epochs and a
+    killed training resumes from it with the same result. The global torch RNG is left as it was.
+    """
+    devices = [torch.device(device)] if str(device).startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        model = ImplicitDecoder(s).to(device).train()
+        latents = initial_latents(len(volumes), s.latent_dim, torch.Generator().manual_seed(seed)).to(device)
+        latents.requires_grad_(True)
+        optimiser = torch.optim.Adam([{"params": model.parameters(), "lr": s.lr},
+                                      {"params": [latents], "lr": s.latent_lr}])
+        done = 0
+        if checkpoint is not None and Path(checkpoint).is_file():
+            done = _resume(Path(checkpoint), model, latents, optimiser, rng, device)
+        for epoch in tqdm(range(done + 1, s.epochs + 1), desc="3D IF training", unit="epoch", initial=done,
+                          total=s.epochs, disable=not progress):
+            for group, lr in zip(optimiser.param_groups, (s.lr, s.latent_lr)):
+                group["lr"] = lr * s.lr_factor ** (epoch // s.lr_step)
+            order, losses = rng.permutation(len(volumes)), []
+            for start in range(0, len(volumes), s.scenes_per_batch):
+                chosen = order[start:start + s.scenes_per_batch]
+                xyz, target = _batch([volumes[i] for i in chosen], s.samples_per_scene, rng)
+                index = torch.as_tensor(np.repeat(chosen, s.samples_per_scene), device=device)
+                bound_latents(latents, s.code_bound)
+                batch_latents = latents[index]
+                logits = model(batch_latents, torch.as_tensor(xyz, device=device))
+                loss = nn.functional.cross_entropy(logits, torch.as_tensor(target, device=device))
+                regulariser = s.code_regularisation * min(1.0, epoch / 100) * batch_latents.norm(dim=1).mean()
+                optimiser.zero_grad()
+                (loss + regulariser).backward()
+                optimiser.step()
+                losses.append(loss.item())
+            if on_epoch is not None:
+                on_epoch(epoch, {"loss": float(np.mean(losses))})
+            if checkpoint is not None and (epoch % CHECKPOINT_EVERY == 0 or epoch == s.epochs):
+                _save_checkpoint(Path(checkpoint), epoch, model, latents, optimiser, rng, device)
+        bound_latents(latents, s.code_bound)
     return model.eval(), latents.detach()
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from baselines.implicit_field import anomaly_mask, smooth_scores
-from baselines.implicit_field_model import (BACKGROUND, ImplicitDecoder, TrainingVolume, VoxelGrid, fit_class_centres,
-                                            fit_latent, fourier_features, normalise_brain, quantise, train_decoder,
-                                            voxel_cross_entropy)
+from baselines.implicit_field_model import (BACKGROUND, CHECKPOINT_EVERY, ImplicitDecoder, TrainingVolume, VoxelGrid,
+                                            fit_class_centres, fit_latent, fourier_features, normalise_brain, quantise,
+                                            train_decoder, voxel_cross_entropy)
 from baselines.settings import ImplicitFieldSettings
 from clisc.errors import CliscError
 from clisc.pipeline.run import run_method
@@ -104,6 +104,21 @@ def trained() -> tuple[ImplicitDecoder, torch.Tensor, VoxelGrid, list[np.ndarray
     training = [TrainingVolume(v, grid, np.arange(16)) for v in volumes]
     model, latents = train_decoder(training, SMALL, seed=0, progress=False)
     return model, latents, grid, volumes
+
+
+def test_a_killed_training_resumes_to_the_same_result(tmp_path: Path) -> None:
+    grid = VoxelGrid.of((8, 8, 8), ((0, 8),) * 3, (8, 8, 8))
+    training = [TrainingVolume(_phantom_classes(0)[::2, ::2, ::2], grid, np.arange(2, 6)) for _ in range(2)]
+    settings = dataclasses.replace(SMALL, epochs=2 * CHECKPOINT_EVERY, dropout=0.2, samples_per_scene=64)
+    straight, latents = train_decoder(training, settings, seed=3, progress=False)
+    checkpoint = tmp_path / "checkpoint.pt"
+    train_decoder(training, dataclasses.replace(settings, epochs=CHECKPOINT_EVERY), 3, progress=False,
+                  checkpoint=checkpoint)  # "killed" after the first checkpoint
+    state = torch.get_rng_state()
+    resumed, resumed_latents = train_decoder(training, settings, seed=3, progress=False, checkpoint=checkpoint)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
+    assert torch.equal(latents, resumed_latents)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
 
 
 def test_a_fitted_latent_reconstructs_a_training_volume_better_than_a_random_one(trained) -> None:
