@@ -66,6 +66,7 @@ class ImplicitField:
 
 
 def grid_of(volume: Volume) -> VoxelGrid:
+    """The voxel coordinates of a preprocessed volume in its case's full BraTS frame."""
     return VoxelGrid.of(volume.image.shape, volume.crop, volume.original_shape)
 
 
