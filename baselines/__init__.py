@@ -22,5 +22,6 @@ for _method in (
            gt_switches=("baselines.medclip_sam.slices",)),
     Method("amcons", "baselines.amcons:segment_amcons", "AMCons", gt_switches=(HEALTHY,)),
     Method("gradcamcons", "baselines.amcons:segment_gradcamcons", "GradCAMCons", gt_switches=(HEALTHY,)),
+    Method("3d_if", "baselines.implicit_field:segment", "3D IF", gt_switches=(HEALTHY,)),
 ):
     register_method(_method)
