@@ -20,5 +20,6 @@ for _method in (
     Method("flair_threshold", "baselines.flair_threshold:segment", "FLAIR threshold", gt_switches=()),
     Method("medclip_sam", "baselines.medclip_sam:segment", "MedCLIP-SAM",
            gt_switches=("baselines.medclip_sam.slices",)),
+    Method("sim2real", "baselines.sim2real:segment", "Sim2Real", gt_switches=(HEALTHY,)),
 ):
     register_method(_method)
