@@ -117,7 +117,8 @@ class SyntheticTumourPatches(Dataset):
     def __init__(self, volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | None], settings: Sim2RealSettings,
                  unet: UNetSettings, seed: int, steps: int, first_epoch: int = 0):
         if len(volumes) == 0 or len(volumes) != len(healthy_z):
-            raise ValueError(f"need one healthy-slice entry per volume (and a volume): {len(volumes)} vs {len(healthy_z)}")
+            raise ValueError(f"need one healthy-slice entry per volume (and a volume): "
+                             f"{len(volumes)} vs {len(healthy_z)}")
         self.volumes, self.healthy_z, self.settings, self.unet = volumes, healthy_z, settings, unet
         self.seed, self.steps, self.first_epoch = seed, steps, first_epoch
 
@@ -254,7 +255,8 @@ def _load_checkpoint(path: Path, run_id: str, model: nn.Module, optimizer: torch
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated or foreign file: the user must remove it
-        raise DataError(path, f"unreadable Sim2Real checkpoint ({error.__class__.__name__}); delete it to restart") from error
+        raise DataError(path, f"unreadable Sim2Real checkpoint ({error.__class__.__name__}); "
+                              "delete it to restart") from error
     if saved.get("run_id") != run_id:
         raise DataError(path, "checkpoint belongs to another Sim2Real training run; delete it to restart")
     model.load_state_dict(saved["model"])
