@@ -56,7 +56,7 @@ class ImplicitFieldSettings:
     threshold_percentile: float = 95.0
 
 
-HOST_SLICES = ("healthy", "all")
+HOST_SLICES = ("healthy", "healthy_strict", "all")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,10 @@ class Sim2RealSettings:
 
     ``host_slices``: ``healthy`` counts the voxels outside the synthetic tumour in the loss only on the
     slices ``baselines.healthy_source`` calls tumour-free (the paper pastes into healthy brains);
-    ``all`` pastes into the volumes as they are (their real tumours are taught as background).
+    ``healthy_strict`` counts those slices only, the synthetic tumour on the others left out too
+    (``healthy`` keeps every tumour voxel but drops the background of the other slices, which raises
+    the tumour's share of the loss); ``all`` pastes into the volumes as they are (their real tumours
+    are taught as background).
     """
 
     tumour_voxels: tuple[float, float] = (7000, 200000)  # mm^3 (= voxels at 1 mm), scaled to the run's spacing
@@ -82,7 +85,7 @@ class Sim2RealSettings:
     iterations_per_epoch: int | None = None  # None: one pass over the training volumes per epoch
     tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
     layer_decomposition: bool = True  # also predict the normal and tumour layers (L1 losses), as the code
-    host_slices: str = "healthy"  # healthy (by baselines.healthy_source) | all
+    host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | all
 
     def __post_init__(self) -> None:
         if self.host_slices not in HOST_SLICES:

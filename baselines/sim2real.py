@@ -15,6 +15,8 @@ Where it departs from the paper and the code (``docs/DEPARTURES.md``, baselines)
   ``host_slices=healthy`` (default, the spirit of the paper) the voxels outside the synthetic tumour
   count in the loss only on the slices ``baselines.healthy_source`` calls tumour-free: CLIP's normal
   slices (``clip``, label-free) or the segmentation's (``ground_truth``, a GT switch);
+  ``host_slices=healthy_strict`` drops those slices altogether, synthetic tumour included (the
+  default's kept tumour voxels without their background raise the tumour's share of the loss);
   ``host_slices=all`` pastes into the volumes as they are.
 * **training**: the ``unet`` settings' network, patch size, batch and SGD poly schedule (CLISC's
   U-Net, so the rows differ by their training data), for ``baselines.sim2real.epochs`` epochs (the
@@ -64,14 +66,17 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def loss_weight(shape: tuple[int, int, int], tumour: np.ndarray, healthy_z: np.ndarray | None) -> np.ndarray:
+def loss_weight(shape: tuple[int, int, int], tumour: np.ndarray, healthy_z: np.ndarray | None,
+                keep_tumour: bool = True) -> np.ndarray:
     """``XxYxZ`` float32 weight of each voxel in the loss: 1 on the ``healthy_z`` slices (all slices
-    when None) and inside the synthetic ``tumour`` ``XxYxZ``, 0 elsewhere (real tumour may be there)."""
+    when None) and, with ``keep_tumour``, inside the synthetic ``tumour`` ``XxYxZ``; 0 elsewhere (real
+    tumour may be there)."""
     if healthy_z is None:
         return np.ones(shape, np.float32)
     weight = np.zeros(shape, np.float32)
     weight[:, :, np.asarray(healthy_z, int)] = 1.0
-    weight[tumour] = 1.0
+    if keep_tumour:
+        weight[tumour] = 1.0
     return weight
 
 
@@ -133,7 +138,8 @@ class SyntheticTumourPatches(Dataset):
         volume = self.volumes[i]
         brain = brain_of(volume)
         sim = simulate_tumour(volume.image, brain, volume.spacing, self.settings, rng)
-        weight = loss_weight(volume.image.shape, sim.mask, self.healthy_z[i])
+        weight = loss_weight(volume.image.shape, sim.mask, self.healthy_z[i],
+                             keep_tumour=self.settings.host_slices != "healthy_strict")
         image, label, weight, layers = _patch(
             [sim.image[None], sim.mask.astype(np.int64), weight, np.stack([volume.image, sim.tumour_layer])],
             sim.mask, self.unet.patch_size, self.settings.tumour_crop, rng)
@@ -278,7 +284,7 @@ def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:
     unet = dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False)
     volumes = ctx.volumes("train")
     inputs, healthy = [ctx.volumes_key], None
-    if settings.host_slices == "healthy":
+    if settings.host_slices != "all":
         healthy_key, healthy = healthy_slices(ctx)
         inputs.append(healthy_key)
     key_settings = {"sim2real": settings, "unet": dataclasses.replace(unet, loader_workers=None), "seed": ctx.seed}

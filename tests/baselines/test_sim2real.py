@@ -33,6 +33,8 @@ def test_loss_weight_keeps_healthy_slices_and_the_synthetic_tumour() -> None:
     assert weight[:, :, :2].min() == 1 and weight[1, 1, 3] == 1
     assert weight[:, :, 2:].sum() == 1  # unhealthy slices count only inside the synthetic tumour
     assert loss_weight(tumour.shape, tumour, None).min() == 1
+    strict = loss_weight(tumour.shape, tumour, np.array([0, 1]), keep_tumour=False)
+    assert strict[:, :, :2].min() == 1 and strict[:, :, 2:].sum() == 0
 
 
 def test_masked_voxels_do_not_change_the_loss_or_its_gradient() -> None:
