@@ -28,9 +28,11 @@ class FlairThresholdSettings:
 @dataclass(frozen=True)
 class ConstrainedVaeSettings:
     """AMCons / GradCAMCons (Silva-Rodriguez et al., MedIA 2022): a VAE trained on healthy slices with
-    an attention constraint; the attention map is the anomaly map."""
+    an attention constraint; the attention map is the anomaly map (``baselines/amcons.py``). Defaults:
+    the README commands of jusiro/constrained_anomaly_segmentation (AMCons here; GradCAMCons in
+    ``BaselineSettings.gradcamcons``)."""
 
-    input_size: int = 224
+    input_size: int = 224  # slices resized to SxS; a multiple of 16 (four stride-2 stages before the dense latent)
     latent_dim: int = 32
     epochs: int = 300
     batch_size: int = 8
@@ -38,22 +40,60 @@ class ConstrainedVaeSettings:
     w_kl: float = 10.0
     w_constraint: float = 0.1  # AMCons: w_H on the attention entropy; GradCAMCons: the log-barrier weight
     t_barrier: float = 10.0  # GradCAMCons' log-barrier t
+    p_activation: float = 0.01  # GradCAMCons: the constraint 1 - mean(attention) <= p (the code's p_activation_cam)
+    attention_block: int = 1  # encoder block (1..4) whose channel mean is the attention (the code's level -4 of 4)
+    warmup_epochs: int = 1  # epochs before the constraint term is added (the code: ``i_epoch > 0``)
+    brain_erosion: int = 6  # side of the square eroding the brain mask at the input size (the code: 6x6 at 224)
+    histogram_matching: bool = True  # each slice's brain intensities matched to the healthy training slices'
     threshold_percentile: float = 95.0  # label-free threshold rule (see the module of each method)
+
+    def __post_init__(self) -> None:
+        if self.input_size < 16 or self.input_size % 16:
+            raise ValueError(f"input_size must be a positive multiple of 16, got {self.input_size}")
+        if self.attention_block not in (1, 2, 3, 4):
+            raise ValueError(f"attention_block must be 1..4, got {self.attention_block}")
+        if not 0 < self.threshold_percentile < 100:
+            raise ValueError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
 
 
 @dataclass(frozen=True)
 class ImplicitFieldSettings:
     """3D IF (Naval Marimont & Tarroni, MICCAI 2021): an auto-decoder MLP over Fourier features of xyz
-    with a per-volume latent, trained on healthy volumes quantised to ``n_classes`` intensity classes."""
+    with a per-volume latent, trained on healthy volumes quantised to ``n_classes`` intensity classes.
+    Defaults: the public code's ``hcp_*_k10_mp2/specs.json`` and evaluation notebook (see
+    ``baselines/implicit_field.py``)."""
 
     hidden: int = 512
     layers: int = 8
     latent_dim: int = 256
-    n_classes: int = 10
-    epochs: int = 1000
-    lr: float = 1e-4
+    latent_layer: int = 4  # [latent, xyz] concatenated again before this layer (DeepSDF skip); 0 or >= layers: none
+    fourier_frequencies: int = 10  # L: sin/cos of 2^k pi xyz, k < L
+    dropout: float = 0.2
+    n_classes: int = 10  # background + n_classes - 1 brain intensity classes
+    clip_percentile: float = 98.0  # brain intensities clipped to [100 - p, p] percentiles, then min-max
+    mode_pool: int = 3  # mode filter of the class volume (voxels); 0 = none
+    epochs: int = 2001
+    scenes_per_batch: int = 6
+    samples_per_scene: int = 16384
+    lr: float = 5e-4  # network
+    latent_lr: float = 1e-3
+    lr_step: int = 500  # both rates multiplied by lr_factor every lr_step epochs
+    lr_factor: float = 0.5
+    code_bound: float = 1.0  # latents' maximal norm
+    code_regularisation: float = 1e-4  # weight of the latents' norm in the loss
     test_steps: int = 500  # latent optimisation steps for a new volume
-    threshold_percentile: float = 95.0
+    test_samples: int = 10000
+    test_refine_steps: int = 100  # then more steps with more voxels each
+    test_refine_samples: int = 50000
+    test_lr: float = 1e-3
+    batch_voxels: int = 65536  # voxels per forward pass when scoring a whole volume
+    min_filter: int = 3  # score post-processing: a min filter of this size (voxels), then
+    mean_filter_mm: float = 22.5  # a mean filter of this width (15 voxels of the code's 1.5 mm grid)
+    threshold_percentile: float = 95.0  # of each volume's smoothed brain scores (label-free)
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 2:
+            raise ValueError(f"implicit_field.n_classes must be >= 2 (background + brain), got {self.n_classes}")
 
 
 HOST_SLICES = ("healthy", "healthy_strict", "all")

@@ -7,7 +7,7 @@ import pytest
 
 from clisc.errors import CliscError
 from clisc.pipeline.experiment import EXPERIMENTS_DIR, expand, load_spec, run_experiment
-from clisc.tracking.store import load_experiment_results
+from clisc.tracking.readback import load_experiment_results
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "sweep_alpha", "sweep_beta"])
