@@ -96,15 +96,48 @@ class ImplicitFieldSettings:
             raise ValueError(f"implicit_field.n_classes must be >= 2 (background + brain), got {self.n_classes}")
 
 
+HOST_SLICES = ("healthy", "healthy_strict", "all")
+
+
 @dataclass(frozen=True)
 class Sim2RealSettings:
-    """Sim2Real stage 1 (Zhang et al., JBHI 2023): synthetic tumours pasted into FLAIR volumes train a
-    3D U-Net (the ``unet`` settings' network) that is applied to real scans."""
+    """Sim2Real stage 1 (Zhang et al., JBHI 2023; code xiaoman-zhang/Layer-Decomposition): synthetic
+    tumours (``baselines/tumour_simulator.py``) pasted into the training FLAIR volumes train a 3D U-Net
+    (the ``unet`` settings' network, patch, batch and SGD schedule) that is applied to real scans.
 
-    tumour_voxels: tuple[int, int] = (7000, 200000)
+    ``host_slices``: ``healthy`` counts the voxels outside the synthetic tumour in the loss only on the
+    slices ``baselines.healthy_source`` calls tumour-free (the paper pastes into healthy brains);
+    ``healthy_strict`` counts those slices only, the synthetic tumour on the others left out too
+    (``healthy`` keeps every tumour voxel but drops the background of the other slices, which raises
+    the tumour's share of the loss); ``all`` pastes into the volumes as they are (their real tumours
+    are taught as background).
+    """
+
+    tumour_voxels: tuple[float, float] = (7000, 200000)  # mm^3 (= voxels at 1 mm), scaled to the run's spacing
     blend: tuple[float, float] = (0.2, 0.8)  # alpha-blending weight U(a, b)
-    intensity: tuple[float, float] = (1.0, 3.0)  # mean intensity factor U(a, b)
+    intensity: tuple[float, float] = (1.0, 3.0)  # mean intensity factor U(a, b) x the brain's mean
+    elongation: tuple[float, float] = (0.8, 1.0)  # radii (r x ratio, r / ratio, r), ratio U(a, b)
+    noise_octaves: tuple[int, int] = (4, 7)  # octaves of the surface noise, uniform integer (inclusive)
+    noise_scale: float = 0.5  # radial displacement x noise in [-1, 1] (the code's scale)
+    elastic_mm: float = 7.5  # texture: largest displacement of the smooth deformation (TorchIO's default)
+    texture_blur: tuple[float, float] = (0.0, 2.0)  # texture: Gaussian std U(a, b) mm (TorchIO's RandomBlur)
     epochs: int = 400
+    iterations_per_epoch: int | None = None  # None: one pass over the training volumes per epoch
+    tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
+    layer_decomposition: bool = True  # also predict the normal and tumour layers (L1 losses), as the code
+    host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | all
+
+    def __post_init__(self) -> None:
+        if self.host_slices not in HOST_SLICES:
+            raise ValueError(f"sim2real.host_slices must be one of {HOST_SLICES}, got {self.host_slices!r}")
+        for name in ("tumour_voxels", "blend", "intensity", "elongation", "noise_octaves", "texture_blur"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"sim2real.{name} must be a range 0 <= low <= high, got {(low, high)}")
+        if self.blend[1] > 1 or self.tumour_voxels[0] <= 0:
+            raise ValueError("sim2real.blend must lie in [0, 1] and tumour_voxels be positive")
+        if not 0 <= self.tumour_crop <= 1:
+            raise ValueError(f"sim2real.tumour_crop must be in [0, 1], got {self.tumour_crop}")
 
 
 SLICE_GATES = ("clip", "all", "ground_truth")
