@@ -20,5 +20,9 @@ for _method in (
     Method("flair_threshold", "baselines.flair_threshold:segment", "FLAIR threshold", gt_switches=()),
     Method("medclip_sam", "baselines.medclip_sam:segment", "MedCLIP-SAM",
            gt_switches=("baselines.medclip_sam.slices",)),
+    Method("amcons", "baselines.amcons:segment_amcons", "AMCons", gt_switches=(HEALTHY,)),
+    Method("gradcamcons", "baselines.amcons:segment_gradcamcons", "GradCAMCons", gt_switches=(HEALTHY,)),
+    Method("3d_if", "baselines.implicit_field:segment", "3D IF", gt_switches=(HEALTHY,)),
+    Method("sim2real", "baselines.sim2real:segment", "Sim2Real", gt_switches=(HEALTHY,)),
 ):
     register_method(_method)

@@ -28,9 +28,11 @@ class FlairThresholdSettings:
 @dataclass(frozen=True)
 class ConstrainedVaeSettings:
     """AMCons / GradCAMCons (Silva-Rodriguez et al., MedIA 2022): a VAE trained on healthy slices with
-    an attention constraint; the attention map is the anomaly map."""
+    an attention constraint; the attention map is the anomaly map (``baselines/amcons.py``). Defaults:
+    the README commands of jusiro/constrained_anomaly_segmentation (AMCons here; GradCAMCons in
+    ``BaselineSettings.gradcamcons``)."""
 
-    input_size: int = 224
+    input_size: int = 224  # slices resized to SxS; a multiple of 16 (four stride-2 stages before the dense latent)
     latent_dim: int = 32
     epochs: int = 300
     batch_size: int = 8
@@ -38,33 +40,104 @@ class ConstrainedVaeSettings:
     w_kl: float = 10.0
     w_constraint: float = 0.1  # AMCons: w_H on the attention entropy; GradCAMCons: the log-barrier weight
     t_barrier: float = 10.0  # GradCAMCons' log-barrier t
+    p_activation: float = 0.01  # GradCAMCons: the constraint 1 - mean(attention) <= p (the code's p_activation_cam)
+    attention_block: int = 1  # encoder block (1..4) whose channel mean is the attention (the code's level -4 of 4)
+    warmup_epochs: int = 1  # epochs before the constraint term is added (the code: ``i_epoch > 0``)
+    brain_erosion: int = 6  # side of the square eroding the brain mask at the input size (the code: 6x6 at 224)
+    histogram_matching: bool = True  # each slice's brain intensities matched to the healthy training slices'
     threshold_percentile: float = 95.0  # label-free threshold rule (see the module of each method)
+
+    def __post_init__(self) -> None:
+        if self.input_size < 16 or self.input_size % 16:
+            raise ValueError(f"input_size must be a positive multiple of 16, got {self.input_size}")
+        if self.attention_block not in (1, 2, 3, 4):
+            raise ValueError(f"attention_block must be 1..4, got {self.attention_block}")
+        if not 0 < self.threshold_percentile < 100:
+            raise ValueError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
 
 
 @dataclass(frozen=True)
 class ImplicitFieldSettings:
     """3D IF (Naval Marimont & Tarroni, MICCAI 2021): an auto-decoder MLP over Fourier features of xyz
-    with a per-volume latent, trained on healthy volumes quantised to ``n_classes`` intensity classes."""
+    with a per-volume latent, trained on healthy volumes quantised to ``n_classes`` intensity classes.
+    Defaults: the public code's ``hcp_*_k10_mp2/specs.json`` and evaluation notebook (see
+    ``baselines/implicit_field.py``)."""
 
     hidden: int = 512
     layers: int = 8
     latent_dim: int = 256
-    n_classes: int = 10
-    epochs: int = 1000
-    lr: float = 1e-4
+    latent_layer: int = 4  # [latent, xyz] concatenated again before this layer (DeepSDF skip); 0 or >= layers: none
+    fourier_frequencies: int = 10  # L: sin/cos of 2^k pi xyz, k < L
+    dropout: float = 0.2
+    n_classes: int = 10  # background + n_classes - 1 brain intensity classes
+    clip_percentile: float = 98.0  # brain intensities clipped to [100 - p, p] percentiles, then min-max
+    mode_pool: int = 3  # mode filter of the class volume (voxels); 0 = none
+    epochs: int = 2001
+    scenes_per_batch: int = 6
+    samples_per_scene: int = 16384
+    lr: float = 5e-4  # network
+    latent_lr: float = 1e-3
+    lr_step: int = 500  # both rates multiplied by lr_factor every lr_step epochs
+    lr_factor: float = 0.5
+    code_bound: float = 1.0  # latents' maximal norm
+    code_regularisation: float = 1e-4  # weight of the latents' norm in the loss
     test_steps: int = 500  # latent optimisation steps for a new volume
-    threshold_percentile: float = 95.0
+    test_samples: int = 10000
+    test_refine_steps: int = 100  # then more steps with more voxels each
+    test_refine_samples: int = 50000
+    test_lr: float = 1e-3
+    batch_voxels: int = 65536  # voxels per forward pass when scoring a whole volume
+    min_filter: int = 3  # score post-processing: a min filter of this size (voxels), then
+    mean_filter_mm: float = 22.5  # a mean filter of this width (15 voxels of the code's 1.5 mm grid)
+    threshold_percentile: float = 95.0  # of each volume's smoothed brain scores (label-free)
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 2:
+            raise ValueError(f"implicit_field.n_classes must be >= 2 (background + brain), got {self.n_classes}")
+
+
+HOST_SLICES = ("healthy", "healthy_strict", "all")
 
 
 @dataclass(frozen=True)
 class Sim2RealSettings:
-    """Sim2Real stage 1 (Zhang et al., JBHI 2023): synthetic tumours pasted into FLAIR volumes train a
-    3D U-Net (the ``unet`` settings' network) that is applied to real scans."""
+    """Sim2Real stage 1 (Zhang et al., JBHI 2023; code xiaoman-zhang/Layer-Decomposition): synthetic
+    tumours (``baselines/tumour_simulator.py``) pasted into the training FLAIR volumes train a 3D U-Net
+    (the ``unet`` settings' network, patch, batch and SGD schedule) that is applied to real scans.
 
-    tumour_voxels: tuple[int, int] = (7000, 200000)
+    ``host_slices``: ``healthy`` counts the voxels outside the synthetic tumour in the loss only on the
+    slices ``baselines.healthy_source`` calls tumour-free (the paper pastes into healthy brains);
+    ``healthy_strict`` counts those slices only, the synthetic tumour on the others left out too
+    (``healthy`` keeps every tumour voxel but drops the background of the other slices, which raises
+    the tumour's share of the loss); ``all`` pastes into the volumes as they are (their real tumours
+    are taught as background).
+    """
+
+    tumour_voxels: tuple[float, float] = (7000, 200000)  # mm^3 (= voxels at 1 mm), scaled to the run's spacing
     blend: tuple[float, float] = (0.2, 0.8)  # alpha-blending weight U(a, b)
-    intensity: tuple[float, float] = (1.0, 3.0)  # mean intensity factor U(a, b)
+    intensity: tuple[float, float] = (1.0, 3.0)  # mean intensity factor U(a, b) x the brain's mean
+    elongation: tuple[float, float] = (0.8, 1.0)  # radii (r x ratio, r / ratio, r), ratio U(a, b)
+    noise_octaves: tuple[int, int] = (4, 7)  # octaves of the surface noise, uniform integer (inclusive)
+    noise_scale: float = 0.5  # radial displacement x noise in [-1, 1] (the code's scale)
+    elastic_mm: float = 7.5  # texture: largest displacement of the smooth deformation (TorchIO's default)
+    texture_blur: tuple[float, float] = (0.0, 2.0)  # texture: Gaussian std U(a, b) mm (TorchIO's RandomBlur)
     epochs: int = 400
+    iterations_per_epoch: int | None = None  # None: one pass over the training volumes per epoch
+    tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
+    layer_decomposition: bool = True  # also predict the normal and tumour layers (L1 losses), as the code
+    host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | all
+
+    def __post_init__(self) -> None:
+        if self.host_slices not in HOST_SLICES:
+            raise ValueError(f"sim2real.host_slices must be one of {HOST_SLICES}, got {self.host_slices!r}")
+        for name in ("tumour_voxels", "blend", "intensity", "elongation", "noise_octaves", "texture_blur"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"sim2real.{name} must be a range 0 <= low <= high, got {(low, high)}")
+        if self.blend[1] > 1 or self.tumour_voxels[0] <= 0:
+            raise ValueError("sim2real.blend must lie in [0, 1] and tumour_voxels be positive")
+        if not 0 <= self.tumour_crop <= 1:
+            raise ValueError(f"sim2real.tumour_crop must be in [0, 1], got {self.tumour_crop}")
 
 
 SLICE_GATES = ("clip", "all", "ground_truth")

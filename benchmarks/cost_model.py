@@ -96,8 +96,8 @@ def stage_units(s: Settings, w: Workload) -> dict[str, Units]:
         "classifier_raw": {"cls_step": cls_steps, "volume_read": train},
         "classifier_amda": {"cam": tumour_train, "volume_read": train,
                             "cls_step": s.classifier.epochs * math.ceil(amda_set / s.classifier.batch_size)},
-        "cam_rois train": {"cam": train * w.tumour_slices, "volume_read": 2 * train},
-        "cam_rois test": {"cls_predict": test * w.brain_slices, "cam": test * w.tumour_slices, "volume_read": 2 * test},
+        "cams train": {"cam": train * w.tumour_slices, "volume_read": 2 * train},
+        "cams test": {"cls_predict": test * w.brain_slices, "cam": test * w.tumour_slices, "volume_read": 2 * test},
         "sam_pseudo_labels train": {"sam_encode": train * w.tumour_slices, "sam_decode": train * w.tumour_slices,
                                     "volume_read": train},
         "sam test (encode)": {"sam_encode": test * w.tumour_slices},
@@ -154,14 +154,14 @@ def plans(s: Settings, w: Workload, trials: int = 50, alphas: Sequence[float] = 
     return {
         "Table 1 (CLISC, fully supervised, SAM-GT)": [
             (name, u[name]) for name in ["preprocess", "slice_labels", "classifier_raw", "classifier_amda",
-                                         "cam_rois train", "sam_pseudo_labels train", "unet_round1",
+                                         "cams train", "sam_pseudo_labels train", "unet_round1",
                                          "predictions train", "s3f (decode; embeddings cached)", "unet_round2",
                                          "predictions test", "unet_supervised"]
         ] + [("predictions test (supervised)", u["predictions test"]),
              ("sam_gt test", merge(u["sam test (encode)"], u["sam test (decode, per variant)"])),
              ("score test x 3", _scaled(u["score test"], 3))],
         "Table 2 (8 ablations, after Table 1)": [
-            ("cam_rois test (raw, AMDA)", _scaled(u["cam_rois test"], 2)),
+            ("cams test (raw, AMDA)", _scaled(u["cams test"], 2)),
             ("sam test: 3 prompt variants (decode)", _scaled(u["sam test (decode, per variant)"], 3)),
             ("predictions test (round 1)", u["predictions test"]),
             ("w/o S3F: s3f beta 0 + unet_round2 + predictions", merge(s3f, round2(0), u["predictions test"])),
@@ -169,7 +169,7 @@ def plans(s: Settings, w: Workload, trials: int = 50, alphas: Sequence[float] = 
         ],
         f"sweep alpha ({len(new_alphas)} new values)": [
             (f"alpha {a:g}: AMDA classifier -> CAM ROIs -> round 1 -> S3F -> round 2",
-             merge(u["classifier_amda"], u["cam_rois train"], *after_rois, u["predictions test"], u["score test"]))
+             merge(u["classifier_amda"], u["cams train"], *after_rois, u["predictions test"], u["score test"]))
             for a in new_alphas
         ],
         f"sweep beta ({len(new_betas)} new values)": [
@@ -179,7 +179,7 @@ def plans(s: Settings, w: Workload, trials: int = 50, alphas: Sequence[float] = 
         ],
         f"search ({trials} trials, validation Dice; after the alpha sweep)": [
             (f"{round1_pairs} trials with a new (alpha, threshold): CAM ROIs -> round 1 -> round 2",
-             _scaled(merge(u["cam_rois train"], *after_rois, u["predictions valid"], u["score valid"]), round1_pairs)),
+             _scaled(merge(u["cams train"], *after_rois, u["predictions valid"], u["score valid"]), round1_pairs)),
             (f"{trials - round1_pairs} trials with a known (alpha, threshold): s3f -> round 2",
              _scaled(merge(s3f, u["unet_round2"], u["predictions valid"], u["score valid"]), trials - round1_pairs)),
         ],

@@ -44,7 +44,7 @@ STAGES = {
     "slice_labels": (["slice_labels"], "clip"),
     "classifier_raw": (["classifier_raw"], "cls_step"),
     "classifier_amda": (["classifier_amda"], "cls_step"),
-    "cam_rois": (["cam_rois train"], "cam"),
+    "cams": (["cams train"], "cam"),
     "sam_pseudo_labels": (["sam_pseudo_labels train"], "sam_encode"),
     "unet_round1": (["unet_round1"], "unet_step"),
     "predictions": (["predictions train", "predictions test"], "unet_window"),
@@ -52,7 +52,7 @@ STAGES = {
     "unet_round2": (["unet_round2"], "unet_step"),
 }
 
-ALIASES = {"cam_rois": ("cam_rois", "cam_rois_amda")}  # the stage's name in older commits too
+ALIASES = {"cams": ("cams", "cam_rois", "cam_rois_amda")}  # the stage's names in older commits too
 
 
 def stage_time(times: dict[str, float], stage: str) -> float:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from clisc.errors import CliscError, DataError
+from clisc.pipeline.experiment import EXPERIMENTS_DIR
 from clisc.pipeline.layers import PROFILES, PROTOCOLS
 
 
@@ -206,8 +207,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     experiment = subparsers.add_parser("experiment", help="run experiment specs (experiments/*.yaml), "
                                        "logging every run to MLflow")
-    experiment.add_argument("experiments", nargs="+", metavar="NAME", help="spec name (table1, table2, "
-                            "sweep_alpha, sweep_beta) or a YAML path")
+    shipped = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem != "search"))
+    experiment.add_argument("experiments", nargs="+", metavar="NAME",
+                            help=f"spec name ({shipped}) or a YAML path")
     add_run_options(experiment)
     experiment.set_defaults(profile=None, protocol=None)
     add_folds_option(experiment)

@@ -261,42 +261,55 @@ def cam_threshold(ctx: RunContext, which: str) -> float:
     return ctx.stage("cam_threshold", settings, [model_key, ctx.volumes_key], compute, load)[1]
 
 
-def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, dict[str, dict[str, np.ndarray]]]:
-    """CAMs and their binarisation on one split: ``{case_id: {"cam": XxYxZ float16, "mask": XxYxZ
-    uint8}}``, the mask before any 3D clean-up (see :func:`roi_masks`). Keyed by the classifier, not
-    by ``which``: without AMDA the raw and AMDA entries are one."""
+def cams(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, NpzFolder]:
+    """Layer-CAMs of one split, ``{case_id: XxYxZ float16}`` in [0, 1], zero on slices without a CAM
+    (see :func:`_gates`). Keyed by the classifier, not by ``which`` (without AMDA the raw and AMDA
+    entries are one), and not by the binarisation: a new threshold or rule reuses the CAMs."""
     model_key, model = classifier(ctx, which)
     s = ctx.settings
-    threshold = cam_threshold(ctx, which)  # refuses a GT-tuned threshold with an Otsu rule
-    threshold = threshold if s.cam.threshold_rule == "fixed" else None
 
     def compute(out: Path) -> None:
         gates = _gates(ctx, split, model)
         for volume in ctx.volumes(split):
-            cams = _volume_cams(ctx, model, volume, gates[volume.case_id])
-            mask = binarise_cams(cams, s.cam.threshold_rule, threshold).astype(np.uint8)
-            save_arrays(out / f"{volume.case_id}.npz", {"cam": cams.astype(np.float16), "mask": mask})
+            cam = _volume_cams(ctx, model, volume, gates[volume.case_id])
+            save_arrays(out / f"{volume.case_id}.npz", {"cam": cam.astype(np.float16)})
 
     def load(path: Path) -> NpzFolder:  # read on access: memory does not grow with cases
-        return NpzFolder(path)
+        return NpzFolder(path, field="cam")
 
-    settings = {"split": split, "layers": s.cam.layers, "rule": s.cam.threshold_rule, "threshold": threshold,
-                "gate": s.cam.train_gate if split == "train" else "classifier", "gate_with_gt": s.gt.gate_cams_with_gt}
+    settings = {"split": split, "layers": s.cam.layers, "gate": s.cam.train_gate if split == "train" else "classifier",
+                "gate_with_gt": s.gt.gate_cams_with_gt}
     inputs = [model_key, ctx.volumes_key] + ([slice_labels(ctx)[0]] if _gate_reads_labels(ctx, split) else [])
-    return ctx.stage("cam_rois", settings, inputs, compute, load)
+    return ctx.stage("cams", settings, inputs, compute, load)
+
+
+def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, LazyMapping]:
+    """CAMs and their binarisation on one split: ``{case_id: {"cam": XxYxZ float16, "mask": XxYxZ
+    bool}}``, the mask (``cam.threshold_rule``, ``cam.threshold``) before any 3D clean-up (see
+    :func:`roi_masks`), computed on access from the cached :func:`cams`."""
+    s = ctx.settings
+    threshold = cam_threshold(ctx, which)  # refuses a GT-tuned threshold with an Otsu rule
+    threshold = threshold if s.cam.threshold_rule == "fixed" else None
+    cams_key, cam_maps = cams(ctx, split, which)
+
+    def rois_of(case: str) -> dict[str, np.ndarray]:
+        cam = cam_maps[case]
+        return {"cam": cam, "mask": binarise_cams(cam, s.cam.threshold_rule, threshold)}
+
+    rule = s.cam.threshold_rule if threshold is None else f"{s.cam.threshold_rule}{threshold:g}"
+    return f"{cams_key}-{rule}", LazyMapping(list(cam_maps), rois_of)
 
 
 def roi_masks(ctx: RunContext, split: str, which: str, postprocess: bool) -> tuple[str, dict[str, np.ndarray]]:
     """``(key, {case_id: XxYxZ bool})``: the binarised CAMs of :func:`cam_rois`, cleaned up in 3D
     (the code's opening + component filter) when ``postprocess``; the key names both."""
     key, rois = cam_rois(ctx, split, which)
-    masks = rois.view("mask")
 
     def mask_of(case: str) -> np.ndarray:  # read (and cleaned up) on access: memory does not grow with cases
-        mask = masks[case].astype(bool)
+        mask = rois[case]["mask"]
         return postprocess_cam_volume(mask) if postprocess else mask
 
-    return f"{key}-post{int(postprocess)}", LazyMapping(list(masks), mask_of)
+    return f"{key}-post{int(postprocess)}", LazyMapping(list(rois), mask_of)
 
 
 def scored_cams(which: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clisc.pipeline.result import MethodResult
-from clisc.tracking.store import load_experiment_results
+from clisc.tracking.readback import load_experiment_results
 
 QUALITATIVE_ARTIFACT = "qualitative.npz"
 

@@ -137,8 +137,16 @@ def _row_specs(table: str, grouped: dict[str, list[MethodResult]]) -> list[dict[
     known = {row["method"] for row in specs}
     for method in grouped:
         if method not in known:
-            specs.append({"method": method, "label": method, "label_free": None})
+            specs.append({"method": method, "label": _title(method), "label_free": None})
     return specs
+
+
+def _title(method: str) -> str:
+    """The registered method's title (its row name), or the name itself for an unregistered one."""
+    from clisc.pipeline.methods import all_methods
+
+    registered = all_methods().get(method)
+    return registered.title if registered else method
 
 
 def _significance(grouped: dict[str, list[MethodResult]]) -> tuple[dict[str, float], bool]:

@@ -63,8 +63,9 @@ class UNetSettings:
     loader_workers: int | None = None  # processes loading + augmenting volumes; None: 0 on CPU, up to 4 on CUDA
 
 
-def build_unet(settings: UNetSettings) -> nn.Module:
-    """A 3D U-Net ``Bx1xXxYxZ -> Bx2xXxYxZ`` (logits); X, Y, Z divisible by 2^(levels-1).
+def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES) -> nn.Module:
+    """A 3D U-Net ``Bx1xXxYxZ -> Bx{out_channels}xXxYxZ`` (logits: 2 classes unless a caller predicts
+    more, e.g. Sim2Real's layers); X, Y, Z divisible by 2^(levels-1).
 
     "monai": ``monai.networks.nets.DynUNet`` in Cicek's layout: one level per width, two 3x3x3
     conv-InstanceNorm-(leaky)ReLU per level, the first level at full resolution, down-sampling by a
@@ -74,11 +75,11 @@ def build_unet(settings: UNetSettings) -> nn.Module:
     """
     if settings.network == "monai":
         levels = len(settings.channels)
-        return DynUNet(spatial_dims=3, in_channels=1, out_channels=NUM_CLASSES, kernel_size=[3] * levels,
+        return DynUNet(spatial_dims=3, in_channels=1, out_channels=out_channels, kernel_size=[3] * levels,
                        strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
                        filters=list(settings.channels), norm_name="instance", res_block=False)
     if settings.network == "official":
-        return OfficialUNet3D(in_channels=1, out_channels=NUM_CLASSES, channels=settings.channels)
+        return OfficialUNet3D(in_channels=1, out_channels=out_channels, channels=settings.channels)
     raise ValueError(f"unknown network {settings.network!r}; expected 'monai' or 'official'")
 
 

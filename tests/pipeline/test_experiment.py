@@ -7,10 +7,10 @@ import pytest
 
 from clisc.errors import CliscError
 from clisc.pipeline.experiment import EXPERIMENTS_DIR, expand, load_spec, run_experiment
-from clisc.tracking.store import load_experiment_results
+from clisc.tracking.readback import load_experiment_results
 
 
-@pytest.mark.parametrize("name", ["table1", "table2", "sweep_alpha", "sweep_beta"])
+@pytest.mark.parametrize("name", ["table1", "table2", "sweep_alpha", "sweep_beta", "table1_cpu"])
 def test_shipped_specs_load(name):
     spec = load_spec(name)
     assert spec["name"] == name and spec["seeds"]
@@ -22,6 +22,16 @@ def test_sweeps_expand_to_one_run_per_value_and_seed():
     assert len(runs) == 10
     assert runs[0].overrides == {"unet.epochs": 3, "s3f.beta": 0} and runs[0].label == "clisc_beta0_seed0"
     assert {r.label for r in runs} >= {"clisc_beta40_seed1", "clisc_beta20_seed0"}
+
+
+def test_table1_runs_every_row_of_the_paper_and_plans_none():
+    """Every row of the paper's Table 1 is a registered method the spec runs (no "not run" row)."""
+    from clisc.reporting.tables import paper_rows
+
+    spec = load_spec("table1")
+    assert not spec.get("planned")
+    assert {row["method"] for row in paper_rows("table1")} <= set(spec["methods"])
+    assert {"medclip_sam", "flair_threshold"} <= set(spec["methods"])
 
 
 def test_table2_rows_are_the_papers_ablations():

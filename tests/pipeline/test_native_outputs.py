@@ -20,7 +20,7 @@ from clisc.pipeline.context import RunContext
 from clisc.pipeline.experiment import run_experiment
 from clisc.pipeline.methods import get_method
 from clisc.pipeline.run import OUTPUTS, method_settings, run_method
-from clisc.tracking.store import load_experiment_results
+from clisc.tracking.readback import load_experiment_results
 
 QUIET = {"progress": False, "echo": lambda _: None}
 

@@ -14,7 +14,7 @@ from clisc.errors import WeightsError
 from clisc.foundation.weights import WEIGHTS
 from clisc.pipeline.run import run_method
 
-STAGES = ["slice_labels", "classifier_raw", "classifier_amda", "cam_rois", "sam_pseudo_labels",
+STAGES = ["slice_labels", "classifier_raw", "classifier_amda", "cams", "sam_pseudo_labels",
           "unet_round1", "predictions", "s3f", "unet_round2"]
 
 

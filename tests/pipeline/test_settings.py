@@ -90,7 +90,7 @@ def test_unknown_profile_and_protocol_are_one_line_errors():
         resolve_settings("paper", "huge")
     with pytest.raises(CliscError, match="unknown protocol"):
         resolve_settings("mine", "paper")
-    assert set(PROFILES) == {"paper", "demo", "tiny"} and set(PROTOCOLS) == {"paper", "official"}
+    assert set(PROFILES) == {"paper", "demo", "tiny", "cpu"} and set(PROTOCOLS) == {"paper", "official"}
 
 
 def test_flat_settings_are_loggable():

@@ -112,11 +112,28 @@ def test_scored_postprocess_is_applied_after_the_cached_cams(synthetic_dataset, 
     assert not resolve_settings().cam.postprocess and resolve_settings("official").cam.postprocess
 
 
+def test_a_new_threshold_reuses_the_cams(synthetic_dataset, tmp_path):
+    """The CAM stage is keyed without the binarisation: a threshold change recomputes no CAM, and a
+    lower threshold gives a superset of the ROI."""
+    settings = {t: resolve_settings("paper", "tiny", {"slices.labels": "ground_truth", "cam.threshold": t})
+                for t in (0.5, 0.2)}
+    lines: list[str] = []
+    rois = {}
+    for t, s in settings.items():
+        ctx = RunContext(synthetic_dataset, s, 0, tmp_path, progress=False, echo=lines.append)
+        rois[t] = dict(steps_cam.cam_rois(ctx, "train", "raw")[1])
+    assert sum("cams" in line and "computed" in line for line in lines) == 1
+    high = np.concatenate([r["mask"].ravel() for r in rois[0.5].values()])
+    low = np.concatenate([r["mask"].ravel() for r in rois[0.2].values()])
+    assert not (high & ~low).any() and low.sum() > high.sum()
+
+
 @pytest.mark.parametrize("rule", ["otsu_slice", "otsu_volume"])
 def test_label_free_threshold_rules_run(synthetic_dataset, cache, rule):
     lines: list[str] = []
+    _run("raw_cam", synthetic_dataset, cache)
     result = _run("raw_cam", synthetic_dataset, cache, lines, **{"cam.threshold_rule": rule})
-    assert _computed(lines) == {"cam_rois"} and result.tags["label_free"] == "true"
+    assert _computed(lines) == set() and result.tags["label_free"] == "true"  # the cached CAMs, re-binarised
     assert result.per_case["dsc"].between(0, 100).all()
 
 

@@ -74,9 +74,9 @@ def test_comparability_banner(fakes, tmp_path: Path, tags: dict, note: str) -> N
     assert note.replace("—", "---") in tex.read_text()
 
 
-def test_extra_method_is_appended(fakes) -> None:
+def test_extra_method_is_appended_under_its_title(fakes) -> None:
     df = table1([fakes.fake_result("medclip_sam", [50, 60], tags={"label_free": "true"})])
-    assert df["method"].iloc[-1] == "medclip_sam" and df["DSC"].iloc[-1] == "55.00 ± 7.07"
+    assert df["method"].iloc[-1] == "MedCLIP-SAM" and df["DSC"].iloc[-1] == "55.00 ± 7.07"
     assert df["paper DSC"].iloc[-1] == ""
 
 

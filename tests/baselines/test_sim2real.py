@@ -1,0 +1,125 @@
+"""Sim2Real: loss masking of non-healthy slices, the loss, training patches, training and the row end to end."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.settings import Sim2RealSettings
+from baselines.sim2real import (SyntheticTumourPatches, TumourLogits, build_network, loss_weight, sim2real_loss,
+                                train_sim2real)
+from clisc.data.preprocessing import Volume
+from clisc.errors import DataError
+from clisc.pipeline.run import run_method
+from clisc.stages.unet3d import UNetSettings
+
+UNET = UNetSettings(channels=(4, 8, 16), patch_size=(16, 16, 16), batch_size=2)
+
+
+def _volume(case_id: str = "a", shape: tuple[int, int, int] = (28, 30, 24)) -> Volume:
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"))
+    centre = np.array(shape, float)[:, None, None, None] / 2
+    brain = (((grid - centre) / (0.45 * np.array(shape, float)[:, None, None, None])) ** 2).sum(0) <= 1
+    image = np.where(brain, np.random.default_rng(0).standard_normal(shape), 0.0).astype(np.float32)
+    return Volume(case_id, image, None, (4.0, 4.0, 4.0), np.eye(4), tuple((0, n) for n in shape), shape, brain)
+
+
+def test_loss_weight_keeps_healthy_slices_and_the_synthetic_tumour() -> None:
+    tumour = np.zeros((4, 4, 6), bool)
+    tumour[1, 1, 3] = True
+    weight = loss_weight(tumour.shape, tumour, np.array([0, 1]))
+    assert weight[:, :, :2].min() == 1 and weight[1, 1, 3] == 1
+    assert weight[:, :, 2:].sum() == 1  # unhealthy slices count only inside the synthetic tumour
+    assert loss_weight(tumour.shape, tumour, None).min() == 1
+    strict = loss_weight(tumour.shape, tumour, np.array([0, 1]), keep_tumour=False)
+    assert strict[:, :, :2].min() == 1 and strict[:, :, 2:].sum() == 0
+
+
+def test_masked_voxels_do_not_change_the_loss_or_its_gradient() -> None:
+    """Whatever the network says on voxels of weight 0 (a real tumour on a non-healthy slice), the
+    loss and its gradient are the same."""
+    torch.manual_seed(0)
+    label = torch.zeros(1, 4, 4, 4, dtype=torch.int64)
+    label[0, 1:3, 1:3, 1:3] = 1
+    weight = torch.ones(1, 4, 4, 4)
+    weight[0, :, :, 3] = 0
+    layers = torch.randn(1, 2, 4, 4, 4)
+    output = torch.randn(1, 4, 4, 4, 4)
+    changed = output.clone()
+    changed[:, :, :, :, 3] += 5 * torch.randn(1, 4, 4, 4)
+    grads = []
+    for out in (output, changed):
+        out = out.clone().requires_grad_(True)
+        loss, parts = sim2real_loss(out, label, weight, layers)
+        loss.backward()
+        grads.append((float(loss.detach()), out.grad[:, :, :, :, :3].clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0]) and torch.allclose(grads[0][1], grads[1][1])
+    assert set(parts) == {"ce", "dice_loss", "l1_layers"}
+
+
+def test_loss_is_low_for_the_right_answer_and_high_for_the_wrong_one() -> None:
+    label = torch.zeros(1, 4, 4, 4, dtype=torch.int64)
+    label[0, :2] = 1
+    weight = torch.ones(1, 4, 4, 4)
+    right = torch.stack([(1 - label) * 10.0, label * 10.0], dim=1).float()
+    low, parts = sim2real_loss(right, label, weight, None)
+    high, _ = sim2real_loss(right.flip(1), label, weight, None)
+    assert float(low) < 0.01 < 1.5 < float(high) and "l1_layers" not in parts
+
+
+def test_patches_are_deterministic_and_carry_the_synthetic_tumour() -> None:
+    settings = Sim2RealSettings(epochs=2, iterations_per_epoch=2, tumour_crop=1.0)
+    volumes = [_volume("a"), _volume("b")]
+    dataset = SyntheticTumourPatches(volumes, [None, np.array([0, 1])], settings, UNET, seed=3, steps=2)
+    assert len(dataset) == 2 * 2 * 2
+    first, again = dataset[5], dataset[5]
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    image, label, weight, layers = first
+    assert image.shape == (1, 16, 16, 16) and label.shape == weight.shape == (16, 16, 16)
+    assert layers.shape == (2, 16, 16, 16) and label.sum() > 0  # centred on the tumour
+    assert torch.all(layers[1][label == 0] == 0)  # the tumour layer is empty outside the tumour
+    assert not torch.equal(dataset[4][0], first[0])
+    with pytest.raises(ValueError, match="one healthy-slice entry per volume"):
+        SyntheticTumourPatches(volumes, [None], settings, UNET, seed=3, steps=2)
+
+
+@pytest.mark.parametrize("decomposition,channels", [(True, 4), (False, 2)])
+def test_network_outputs_classes_and_layers(decomposition: bool, channels: int) -> None:
+    network = build_network(Sim2RealSettings(layer_decomposition=decomposition), UNET)
+    x = torch.zeros(1, 1, 16, 16, 16)
+    assert network(x).shape[1] == channels and TumourLogits(network)(x).shape[1] == 2
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
+    settings = Sim2RealSettings(epochs=2, iterations_per_epoch=1)
+    volumes, healthy = [_volume("a")], [None]
+    straight = train_sim2real(volumes, healthy, settings, UNET, seed=0, progress=False)
+    first = Sim2RealSettings(epochs=1, iterations_per_epoch=1)
+    rows: list[tuple[int, dict]] = []
+    # the checkpoint of a 1-epoch run is not resumed by a 2-epoch run of another id ...
+    train_sim2real(volumes, healthy, first, UNET, seed=0, progress=False, checkpoint_dir=tmp_path, run_id="short")
+    with pytest.raises(DataError, match="another Sim2Real training run"):
+        train_sim2real(volumes, healthy, settings, UNET, seed=0, progress=False, checkpoint_dir=tmp_path, run_id="x")
+    # ... and a run stopped after epoch 1 and resumed ends where the straight run ends
+    resumed_dir = tmp_path / "resumed"
+    train_sim2real(volumes, healthy, first, UNET, seed=0, progress=False, checkpoint_dir=resumed_dir, run_id="r")
+    resumed = train_sim2real(volumes, healthy, settings, UNET, seed=0, progress=False, checkpoint_dir=resumed_dir,
+                             run_id="r", on_epoch=lambda e, m: rows.append((e, m)))
+    assert [e for e, _ in rows] == [2] and {"loss", "ce", "dice_loss", "l1_layers"} <= set(rows[0][1])
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_runs_end_to_end_label_free_and_with_ground_truth_hosts(synthetic_dataset: Path, tmp_path: Path) -> None:
+    result = run_method("sim2real", synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache",
+                        progress=False, echo=lambda _: None)
+    assert len(result.per_case) == 2 and result.per_case["dsc"].between(0, 100).all()
+    assert result.tags["label_free"] == "true" and result.tags["gt_switches"] == "none"
+    assert result.params["baselines.sim2real.host_slices"] == "healthy"
+    assert len(result.histories["sim2real_network"]) == 1
+    gt = run_method("sim2real", synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache", progress=False,
+                    echo=lambda _: None, overrides={"baselines.healthy_source": "ground_truth"})
+    assert gt.tags["label_free"] == "false" and gt.tags["gt_switches"] == "baselines.healthy_source=ground_truth"
