@@ -14,7 +14,7 @@ from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
 from clisc.tracking.ui import ui_command, ui_lines
 
-EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study")
+EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu")
 
 
 def _stderr(message: str) -> None:
@@ -29,7 +29,7 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
 
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf};
-    ``cpu_study`` -> cpu_study.{md,csv,tex} (:func:`clisc.reporting.study.study_table`).
+    ``cpu_study``, ``table1_cpu`` -> <name>.{md,csv,tex} (:func:`clisc.reporting.study.study_table`).
     """
     written: list[Path] = []
     missing: list[str] = []
@@ -47,7 +47,7 @@ def report_experiment(experiment: str, results: Sequence[MethodResult], out: Pat
                       warn: Callable[[str], None] = _stderr) -> list[Path]:
     """The tables/figures of one of ``EXPERIMENTS`` from its results (see :func:`write_reports`)."""
     from clisc.reporting.figures import qualitative_figure, sweep_figure
-    from clisc.reporting.study import study_table
+    from clisc.reporting.study import STUDY_REFERENCES, study_table
     from clisc.reporting.tables import size_table, table1, table2, write_table
 
     if experiment in ("table1", "table2"):
@@ -60,8 +60,8 @@ def report_experiment(experiment: str, results: Sequence[MethodResult], out: Pat
             if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
                 written += qualitative_figure(results, out / "qualitative")
         return written
-    if experiment == "cpu_study":
-        return write_table(study_table(results), out / experiment)
+    if experiment in STUDY_REFERENCES:
+        return write_table(study_table(results, STUDY_REFERENCES[experiment]), out / experiment)
     return sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
 
 

@@ -39,3 +39,14 @@ def test_study_table_pools_folds_and_times_rows(fakes, tmp_path: Path) -> None:
 def test_computed_minutes_sums_stages_of_every_run(fakes) -> None:
     runs = [fakes.fake_result("raw_cam", [50], stage_times={"a": 30.0, "b": 90.0}) for _ in range(2)]
     assert computed_minutes(runs) == 4.0
+
+
+def test_table1_cpu_rows_are_tested_against_the_flair_floor(fakes) -> None:
+    results = []
+    for method, base in (("flair_threshold", 60), ("amcons", 50), ("sim2real", 62)):
+        results += fakes.fold_results(method, [base + i for i in range(12)], 4)
+    rows = study_table(results, "flair_threshold").set_index("method")
+    assert list(rows.index) == ["FLAIR threshold", "AMCons", "Sim2Real"]
+    assert rows.loc["AMCons", "paper DSC"] == "64.37 ± 21.08" and rows.loc["FLAIR threshold", "paper DSC"] == ""
+    assert rows.loc["FLAIR threshold", "p vs FLAIR threshold"] == ""
+    assert float(rows.loc["AMCons", "p vs FLAIR threshold"]) < 0.01  # 10 below on all 12 cases
