@@ -6,6 +6,8 @@
 # WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS/STORAGE/STUDY (search, dashboard), PORT (ui).
 #   make dashboard         optuna-dashboard on a study (STUDY=name or STORAGE=url), 127.0.0.1:$(DASH_PORT)
 #   make test-integration  real PostgreSQL + MLflow server tests (not part of make test)
+#   make table1-cpu        Table 1's weight-free rows on the 12 real sample cases, 4 folds, profile cpu;
+#                          report in reports/table1_cpu/
 #   make cpu-study         the CPU study on the 12 real sample cases (issue 7): fully supervised, raw CAM,
 #                          CAM + AMDA, oracle slice labels, 4 folds, profile cpu; report in reports/cpu_study/
 PYTHON   ?= python3
@@ -16,7 +18,7 @@ STAMP    := $(VENV)/.installed
 OPS      := $(VENV)/.installed-ops
 
 SYNTH    := data/synthetic
-# make cpu-study: the 12 real sample cases unless DATA is given
+# make cpu-study / table1-cpu: the 12 real sample cases unless DATA is given
 STUDY_DATA := $(or $(DATA),../shared/data/brats-sample)
 DATA     ?= $(SYNTH)
 ifeq ($(DATA),$(SYNTH))
@@ -41,7 +43,7 @@ RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
 .PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
-        dashboard bench chaos clean-runs cpu-study
+        dashboard bench chaos clean-runs cpu-study table1-cpu
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -103,6 +105,11 @@ report: $(STAMP)
 cpu-study: $(STAMP)
 	OMP_NUM_THREADS=1 $(CLISC) experiment cpu_study --data $(STUDY_DATA) --weights random --device $(DEVICE)
 	$(CLISC) report --experiments cpu_study --out reports/cpu_study
+
+# Table 1's rows that need no downloaded weights (experiments/table1_cpu.yaml); DATA defaults to the sample
+table1-cpu: $(STAMP)
+	OMP_NUM_THREADS=1 $(CLISC) experiment table1_cpu --data $(STUDY_DATA) --weights random --device $(DEVICE)
+	$(CLISC) report --experiments table1_cpu --out reports/table1_cpu
 
 ui: $(STAMP)
 	$(CLISC) ui --port $(PORT)
