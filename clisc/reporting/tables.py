@@ -91,7 +91,9 @@ def provenance_note(runs: Sequence[MethodResult]) -> str:
     """What a row's runs read besides test labels, and where their settings came from, else ''."""
     notes = []
     if not runs_label_free(runs):
-        notes.append("ground truth used: " + (", ".join(gt_switches(runs)) or "label_free tag missing"))
+        by_design = all(r.tags.get("label_free", "").lower() == "false" for r in runs)
+        notes.append("ground truth used: " + (", ".join(gt_switches(runs))
+                                              or ("by design (a reference row)" if by_design else "label_free tag missing")))
     studies = sorted({r.tags["tuned_study"] for r in runs if r.tags.get("tuned_study")})
     if studies:
         on_labels = any(r.tags.get("tuned_on_labels") == "true" for r in runs)

@@ -160,3 +160,14 @@ def test_cross_validation_folds_pool_into_one_row(fakes) -> None:
     assert any(n.startswith("Cross-validation: the per-case rows of all folds are pooled") for n in df.attrs["notes"])
     sizes = size_table(results, "table2")
     assert row(sizes, "full CLISC")["DSC tiny"] == row(size_table(unfolded, "table2"), "full CLISC")["DSC tiny"]
+
+
+@pytest.mark.parametrize("tags, note", [
+    ({"label_free": "false", "gt_switches": "none"}, "ground truth used: by design (a reference row)"),
+    ({"label_free": "", "gt_switches": "none"}, "ground truth used: label_free tag missing"),
+    ({"label_free": "false", "gt_switches": "slices.labels=ground_truth"}, "ground truth used: slices.labels=ground_truth"),
+])
+def test_provenance_note_names_how_ground_truth_was_read(fakes, tags, note) -> None:
+    from clisc.reporting.tables import provenance_note
+
+    assert provenance_note([fakes.fake_result("fully_supervised", [80, 90], tags=tags)]) == note
