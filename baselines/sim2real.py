@@ -54,7 +54,8 @@ from clisc.pipeline.context import RunContext
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
-from clisc.stages.unet3d import NUM_CLASSES, UNetSettings, build_unet, loader_workers, predict_volume
+from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, loader_workers, poly_lr_step,
+                                 predict_volume)
 
 log = logging.getLogger(__name__)
 
@@ -230,17 +231,11 @@ def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | N
             torch.manual_seed(_seed(seed, epoch))
             rows = []
             for step in range(steps):
-                lr = unet.lr * (1.0 - (epoch * steps + step) / max_iterations) ** unet.poly_power
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 image, label, weight, layers = (t.to(device, non_blocking=True) for t in next(batches))
                 with autocast(device, unet.precision):
                     output = model(as_channels_last(image, unet.channels_last))
                 loss, parts = sim2real_loss(output, label, weight, layers if settings.layer_decomposition else None)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                poly_lr_step(loss, optimizer, scaler, unet.lr, epoch * steps + step, max_iterations, unet.poly_power)
                 rows.append({"loss": float(loss.detach()), **parts})
             metrics = {name: float(np.mean([row[name] for row in rows])) for name in rows[0]}
             log.info("epoch %d: %s", epoch + 1, metrics)

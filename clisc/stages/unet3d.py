@@ -207,6 +207,18 @@ def _check_patch(settings: UNetSettings) -> None:
         raise ValueError(f"patch_size {settings.patch_size}: X and Y must match for axial rot90")
 
 
+def poly_lr_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                 base_lr: float, iteration: int, max_iterations: int, power: float) -> None:
+    """One optimiser step at the poly learning rate ``base_lr * (1 - iteration / max_iterations) ** power``
+    (nnU-Net's schedule, the code's), through ``scaler`` (:func:`clisc.compute.grad_scaler`: active for fp16)."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * (1.0 - iteration / max_iterations) ** power
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], settings: UNetSettings, seed: int,
                device: str | torch.device = "cpu",
                val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
@@ -260,17 +272,12 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
             torch.manual_seed(_epoch_seed(seed, epoch))
             losses = []
             for step in range(steps):
-                lr = settings.lr * (1.0 - (epoch * steps + step) / max_iterations) ** settings.poly_power
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 image_batch, label_batch = next(batches)
                 image_batch = as_channels_last(image_batch.to(device, non_blocking=True), settings.channels_last)
                 with autocast(device, settings.precision):
                     loss = loss_fn(model(image_batch), label_batch.to(device, non_blocking=True))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                poly_lr_step(loss, optimizer, scaler, settings.lr, epoch * steps + step, max_iterations,
+                             settings.poly_power)
                 losses.append(float(loss.detach()))
             mean_loss = float(np.mean(losses))
             state["epoch"] = epoch + 1
