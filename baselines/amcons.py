@@ -44,8 +44,8 @@ from clisc.pipeline.context import RunContext
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.steps_cam import brain_slices
 from clisc.pipeline.steps_seg import per_case_stage
-from clisc.stages.slice_input import axial_slices, brain_of, model_input_slices
-from clisc.stages.slice_labels import resize_slices
+from clisc.stages.classifier import slices_to_input
+from clisc.stages.slice_input import axial_slices, brain_of
 
 HISTOGRAM_BINS = 4096  # the reference distribution: a histogram of [0, 1] intensities
 REFERENCE_LEVELS = 256  # its quantiles that slices are matched to
@@ -67,10 +67,10 @@ def erode(masks: np.ndarray, side: int) -> np.ndarray:
 
 
 def resized_inputs(volume: Volume, zs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Slices ``zs`` as ``NxSxS`` float32 in [0, 1] (the 2D model input, resized, zero outside the
-    brain) and their resized brain masks ``NxSxS`` bool."""
+    """Slices ``zs`` as ``NxSxS`` float32 in [0, 1] (the 2D model input resized as the classifier's,
+    ``slices_to_input``, zero outside the resized brain) and their resized brain masks ``NxSxS`` bool."""
     brain = axial_slices(brain_of(volume), zs)
-    images = resize_slices(model_input_slices(axial_slices(volume.image, zs), brain), size)[:, 0].clamp_(0.0, 1.0)
+    images = slices_to_input(axial_slices(volume.image, zs), size, brain)[:, 0]
     masks = resize_masks(brain, size)
     return np.where(masks, images.numpy(), 0.0).astype(np.float32), masks
 
