@@ -21,6 +21,7 @@ code's ``min_max`` does (subtract the smallest row maximum + 1e-3, divide by the
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from baselines.settings import ConstrainedVaeSettings
+from clisc.cache import atomic_write_bytes
 
 METHODS = ("amcons", "gradcamcons")
 STEM_CHANNELS = 64
@@ -226,10 +228,10 @@ def train_vae(images: np.ndarray, masks: np.ndarray, method: str, settings: Cons
             optimiser.step()
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value / len(batches)
-        if checkpoint is not None:
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1}, tmp)
-            tmp.replace(checkpoint)
+        if checkpoint is not None:  # a temporary name of its own: concurrent runs never share one
+            buffer = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1}, buffer)
+            atomic_write_bytes(checkpoint, buffer.getvalue())
         if on_epoch is not None:
             on_epoch(epoch + 1, sums)
     return model.eval()
