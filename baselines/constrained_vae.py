@@ -179,15 +179,12 @@ def vae_loss(model: ConstrainedVae, x: torch.Tensor, mask: torch.Tensor, method:
     logits, mu, logvar, attention = model(x)
     rec, kl = reconstruction_loss(logits, x), kl_loss(mu, logvar)
     loss = rec + settings.w_kl * kl
-    if method == "amcons":
-        term = attention_entropy(attention, mask)
-        if constrained:
-            loss = loss - settings.w_constraint * term
+    if method == "amcons":  # the entropy is maximised
+        name, term, sign = "entropy", attention_entropy(attention, mask), -1.0
     else:
-        term = size_constraint(attention, settings.p_activation, settings.t_barrier)
-        if constrained:
-            loss = loss + settings.w_constraint * term
-    name = "entropy" if method == "amcons" else "barrier"
+        name, term, sign = "barrier", size_constraint(attention, settings.p_activation, settings.t_barrier), 1.0
+    if constrained:
+        loss = loss + sign * settings.w_constraint * term
     return loss, {key: float(value.detach()) for key, value in
                   (("loss", loss), ("reconstruction", rec), ("kl", kl), (name, term))}
 
