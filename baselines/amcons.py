@@ -129,13 +129,12 @@ def _training_key_settings(settings: ConstrainedVaeSettings) -> ConstrainedVaeSe
     return dataclasses.replace(settings, threshold_percentile=50.0)
 
 
-def _healthy_inputs(ctx: RunContext, settings: ConstrainedVaeSettings,
-                    reference: np.ndarray | None, healthy: dict[str, np.ndarray]):
-    """Yield ``(images, masks)`` of each training volume's tumour-free slices (``prepare``)."""
+def _healthy_volumes(ctx: RunContext, healthy: dict[str, np.ndarray]):
+    """Yield ``(volume, zs)``: each training volume with tumour-free slices and their indices ``zs``."""
     for volume in ctx.volumes("train"):
         zs = healthy.get(volume.case_id, np.zeros(0, int))
         if len(zs):
-            yield prepare(volume, zs, settings, reference)
+            yield volume, zs
 
 
 def trained_vae(ctx: RunContext, method: str) -> tuple[str, TrainedVae]:
@@ -143,17 +142,16 @@ def trained_vae(ctx: RunContext, method: str) -> tuple[str, TrainedVae]:
     settings = getattr(ctx.settings.baselines, method)
     healthy_key, healthy = healthy_slices(ctx)
     key_settings = {"method": method, "vae": _training_key_settings(settings), "seed": ctx.seed}
+    inputs = [healthy_key, ctx.volumes_key]
     name = f"{method}_vae"
 
     def compute(out: Path) -> None:
         images, masks, histogram = [], [], np.zeros(HISTOGRAM_BINS, np.int64)
-        for volume in ctx.volumes("train"):
-            zs = healthy.get(volume.case_id, np.zeros(0, int))
-            if len(zs):
-                x, m = resized_inputs(volume, zs, settings.input_size)
-                histogram += brain_histogram(x, m)
-                images.append(x.astype(np.float16))  # half precision keeps BraTS-scale sets in memory
-                masks.append(m)
+        for volume, zs in _healthy_volumes(ctx, healthy):
+            x, m = resized_inputs(volume, zs, settings.input_size)
+            histogram += brain_histogram(x, m)
+            images.append(x.astype(np.float16))  # half precision keeps BraTS-scale sets in memory
+            masks.append(m)
         if not images or histogram.sum() == 0:
             raise CliscError(f"{method}: no tumour-free training slice to train on "
                              f"(baselines.healthy_source={ctx.settings.baselines.healthy_source})")
@@ -161,7 +159,7 @@ def trained_vae(ctx: RunContext, method: str) -> tuple[str, TrainedVae]:
         reference = reference_quantiles(histogram) if settings.histogram_matching else None
         if reference is not None:
             x = match_histograms(x, m, reference).astype(np.float16)
-        scratch = ctx.scratch(name, ctx.key(name, key_settings, [healthy_key, ctx.volumes_key]))
+        scratch = ctx.scratch(name, ctx.key(name, key_settings, inputs))
         curve = EpochRecorder(scratch / HISTORY_FILE)
         model = train_vae(x, erode(m, settings.brain_erosion), method, settings, seed=ctx.seed, device=ctx.device,
                           progress=ctx.progress, checkpoint=scratch / "checkpoint.pt", on_epoch=curve)
@@ -178,7 +176,7 @@ def trained_vae(ctx: RunContext, method: str) -> tuple[str, TrainedVae]:
         reference = np.load(path / "reference.npy") if (path / "reference.npy").exists() else None
         return TrainedVae(model.to(ctx.device).eval(), reference)
 
-    return ctx.stage(name, key_settings, [healthy_key, ctx.volumes_key], compute, load)
+    return ctx.stage(name, key_settings, inputs, compute, load)
 
 
 def healthy_threshold(values: np.ndarray, percentile: float) -> float:
@@ -196,8 +194,10 @@ def threshold(ctx: RunContext, method: str) -> tuple[str, float]:
     healthy_key, healthy = healthy_slices(ctx)
 
     def compute(out: Path) -> None:
-        values = [anomaly_maps(trained.model, x, m, method)[m]
-                  for x, m in _healthy_inputs(ctx, settings, trained.reference, healthy)]
+        values = []
+        for volume, zs in _healthy_volumes(ctx, healthy):
+            x, m = prepare(volume, zs, settings, trained.reference)
+            values.append(anomaly_maps(trained.model, x, m, method)[m])
         value = healthy_threshold(np.concatenate(values), settings.threshold_percentile)
         (out / "threshold.json").write_text(json.dumps({"threshold": value,
                                                         "percentile": settings.threshold_percentile}))
