@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,7 @@ def _training_key_settings(settings: ConstrainedVaeSettings) -> ConstrainedVaeSe
     return dataclasses.replace(settings, threshold_percentile=50.0)
 
 
-def _healthy_volumes(ctx: RunContext, healthy: dict[str, np.ndarray]):
+def _healthy_volumes(ctx: RunContext, healthy: Mapping[str, np.ndarray]):
     """Yield ``(volume, zs)``: each training volume with tumour-free slices and their indices ``zs``."""
     for volume in ctx.volumes("train"):
         zs = healthy.get(volume.case_id, np.zeros(0, int))

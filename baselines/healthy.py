@@ -7,26 +7,34 @@ without tumour in the segmentation: the usual anomaly-detection protocol, a grou
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from clisc.data.lazy import LazyMapping
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import GROUND_TRUTH
 from clisc.pipeline.steps_cam import brain_slices, clip_labels, gt_slice_labels, labelled_volumes
 
 
-def healthy_slices(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
+def healthy_slices(ctx: RunContext) -> tuple[str, LazyMapping[str, np.ndarray]]:
     """``(key, {case_id: z indices})``: the tumour-free brain slices of each training volume by
-    ``baselines.healthy_source``; the key names the source (and its cache key) for downstream stages."""
+    ``baselines.healthy_source``; the key names the source (and its cache key) for downstream stages.
+    A case's slices are found when first read, so a downstream stage loaded from the cache reads no
+    training volume."""
     source = ctx.settings.baselines.healthy_source
     if source == GROUND_TRUTH:
-        slices = {}
-        for volume in labelled_volumes(ctx, "train", "baselines.healthy_source=ground_truth"):
-            zs = brain_slices(volume)
-            slices[volume.case_id] = zs[gt_slice_labels(volume)[zs] == 0]
-        return f"healthy-gt-{ctx.volumes_key}", slices
-    labels_key, labels = clip_labels(ctx)
-    slices = {}
-    for volume in ctx.volumes("train"):
+        volumes = labelled_volumes(ctx, "train", "baselines.healthy_source=ground_truth")
+        key, labels_of = f"healthy-gt-{ctx.volumes_key}", gt_slice_labels
+    else:
+        labels_key, labels = clip_labels(ctx)
+        volumes = ctx.volumes("train")
+        key, labels_of = f"healthy-clip-{labels_key}", lambda volume: labels[volume.case_id]
+
+    @functools.cache
+    def tumour_free(case_id: str) -> np.ndarray:
+        volume = volumes.by_id(case_id)
         zs = brain_slices(volume)
-        slices[volume.case_id] = zs[labels[volume.case_id][zs] == 0]
-    return f"healthy-clip-{labels_key}", slices
+        return zs[labels_of(volume)[zs] == 0]
+
+    return key, LazyMapping(volumes.case_ids, tumour_free)
