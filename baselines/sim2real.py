@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from baselines.healthy import healthy_slices
@@ -54,17 +54,13 @@ from clisc.pipeline.context import RunContext
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
-from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, loader_workers, poly_lr_step,
-                                 predict_volume)
+from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, check_patch, epoch_seed, patch_loader,
+                                 poly_lr_step, predict_volume, result_settings)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "sim2real_training.pt"
 LAYERS = 2  # extra output channels with layer decomposition: normal layer, tumour layer
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def loss_weight(shape: tuple[int, int, int], tumour: np.ndarray, healthy_z: np.ndarray | None,
@@ -205,6 +201,7 @@ def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | N
     ``run_id``) and training resumes from them; ``on_epoch(epoch, {"loss": ..., parts})`` is called
     before that save.
     """
+    check_patch(unet)
     device = torch.device(device)
     check_precision(unet.precision, device, "unet.precision")
     steps = settings.iterations_per_epoch or math.ceil(len(volumes) / unet.batch_size)
@@ -220,15 +217,13 @@ def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | N
         if checkpoint is not None and checkpoint.exists():
             first_epoch = _load_checkpoint(checkpoint, run_id, model, optimizer, scaler, device)
             log.info("resuming Sim2Real training from %s after epoch %d", checkpoint, first_epoch)
-        workers = loader_workers(unet, device)
-        batches = iter(DataLoader(SyntheticTumourPatches(volumes, healthy_z, settings, unet, seed, steps, first_epoch),
-                                  batch_size=unet.batch_size, shuffle=False, num_workers=workers,
-                                  pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None))
+        batches = iter(patch_loader(SyntheticTumourPatches(volumes, healthy_z, settings, unet, seed, steps, first_epoch),
+                                    unet, device))
         bar = tqdm(range(first_epoch, settings.epochs), desc="Sim2Real U-Net", disable=not progress,
                    initial=first_epoch, total=settings.epochs)
         for epoch in bar:
             model.train()
-            torch.manual_seed(_seed(seed, epoch))
+            torch.manual_seed(epoch_seed(seed, epoch))
             rows = []
             for step in range(steps):
                 image, label, weight, layers = (t.to(device, non_blocking=True) for t in next(batches))
@@ -282,7 +277,7 @@ def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:
     if settings.host_slices != "all":
         healthy_key, healthy = healthy_slices(ctx)
         inputs.append(healthy_key)
-    key_settings = {"sim2real": settings, "unet": dataclasses.replace(unet, loader_workers=None), "seed": ctx.seed}
+    key_settings = {"sim2real": settings, "unet": result_settings(unet), "seed": ctx.seed}
     key = ctx.key("sim2real_network", key_settings, inputs)
 
     def compute(out: Path) -> None:

@@ -43,6 +43,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from baselines.settings import Sim2RealSettings
+from clisc.evaluation.metrics import bounding_box
 
 # Centre of the tumour as fractions of the brain's bounding box per axis (x: either hemisphere).
 CENTRE_X = ((0.24, 0.44), (0.56, 0.76))
@@ -123,10 +124,10 @@ def tumour_body(spacing: tuple[float, float, float], volume_mm3: float, settings
 def tumour_centre(brain: np.ndarray, rng: np.random.Generator, tries: int = 50) -> tuple[int, int, int]:
     """A brain voxel at the code's fractions of the brain's bounding box (one hemisphere in x); a random
     brain voxel when ``tries`` draws all miss the brain."""
-    box = [np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    box = bounding_box(brain)
     for _ in range(tries):
         fractions = (rng.uniform(*CENTRE_X[int(rng.integers(2))]), rng.uniform(*CENTRE_Y), rng.uniform(*CENTRE_Z))
-        centre = tuple(int(b[0] + f * (b[-1] - b[0])) for b, f in zip(box, fractions))
+        centre = tuple(int(b.start + f * (b.stop - 1 - b.start)) for b, f in zip(box, fractions))
         if brain[centre]:
             return centre
     voxels = np.argwhere(brain)

@@ -17,8 +17,8 @@ import pandas as pd
 
 from clisc.pipeline.result import MethodResult
 from clisc.reporting.tables import (
-    CI_RESAMPLES, _ci, _fmt, _note, by_method, case_means, comparability_note, paper_rows, runs_label_free,
-    seed_mean_summary, wilcoxon_p,
+    CI_RESAMPLES, by_method, case_means, ci_cell, comparability_banners, mean_std_cell, method_title, paper_rows,
+    row_note, runs_label_free, seed_mean_summary, wilcoxon_p,
 )
 
 # experiment -> the row the others are tested against
@@ -38,12 +38,9 @@ def computed_minutes(runs: Sequence[MethodResult]) -> float:
 
 def study_table(results: Iterable[MethodResult], reference: str = "raw_cam") -> pd.DataFrame:
     """Rows of the methods that ran with our pooled values, the paper's, p vs ``reference`` and time."""
-    from clisc.pipeline.methods import all_methods
-
     grouped = by_method(results)
     paper = paper_values()
-    registered = all_methods()
-    ref_title = registered[reference].title if reference in registered else reference
+    ref_title = method_title(reference)
     p_column = f"p vs {ref_title}"
     baseline = case_means(grouped[reference], "dsc") if reference in grouped else None
     rows = []
@@ -53,22 +50,21 @@ def study_table(results: Iterable[MethodResult], reference: str = "raw_cam") -> 
         p = (wilcoxon_p(baseline, case_means(runs, "dsc"))
              if baseline is not None and method != reference else math.nan)
         rows.append({
-            "method": spec.get("label", registered[method].title if method in registered else method),
+            "method": spec.get("label") or method_title(method),
             "label-free": "yes" if runs_label_free(runs) else "no",
             "cases": str(int(summary["n_cases"])),
-            "DSC": _fmt(summary["dsc_mean"], summary["dsc_std"]),
-            "DSC 95% CI": _ci(case_means(runs, "dsc")),
-            "paper DSC": _fmt(*spec["dsc"]) if "dsc" in spec else "",
-            "HD95": _fmt(summary["hd95_mean"], summary["hd95_std"]),
-            "HD95 95% CI": _ci(case_means(runs, "hd95")),
-            "paper HD95": _fmt(*spec["hd95"]) if "hd95" in spec else "",
+            "DSC": mean_std_cell(summary["dsc_mean"], summary["dsc_std"]),
+            "DSC 95% CI": ci_cell(case_means(runs, "dsc")),
+            "paper DSC": mean_std_cell(*spec["dsc"]) if "dsc" in spec else "",
+            "HD95": mean_std_cell(summary["hd95_mean"], summary["hd95_std"]),
+            "HD95 95% CI": ci_cell(case_means(runs, "hd95")),
+            "paper HD95": mean_std_cell(*spec["hd95"]) if "hd95" in spec else "",
             p_column: "" if math.isnan(p) else f"{p:.3g}",
             "time (min)": f"{computed_minutes(runs):.1f}",
-            "note": _note(runs),
+            "note": row_note(runs),
         })
     df = pd.DataFrame(rows)
-    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
-    df.attrs["notes"] = [f"WARNING: some rows ran with {b}." for b in banners] + [
+    df.attrs["notes"] = comparability_banners(grouped) + [
         "DSC (%) and HD95 (mm): mean ± std over test cases; the folds of a cross-validated run are pooled "
         "(cases = every case once).",
         f"95% CI: percentile bootstrap ({CI_RESAMPLES} resamples, seed 0) of the mean of per-case values.",

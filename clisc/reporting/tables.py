@@ -77,6 +77,12 @@ def comparability_note(runs: Sequence[MethodResult]) -> str:
     return "; ".join(notes)
 
 
+def comparability_banners(grouped: dict[str, list[MethodResult]]) -> list[str]:
+    """One table-level warning per distinct :func:`comparability_note` of the rows."""
+    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
+    return [f"WARNING: some rows ran with {b}." for b in banners]
+
+
 def runs_label_free(runs: Sequence[MethodResult]) -> bool:
     """True when every run is tagged ``label_free=true`` (a run without the tag does not count as label-free)."""
     return bool(runs) and all(r.tags.get("label_free", "").lower() == "true" for r in runs)
@@ -113,13 +119,15 @@ def wilcoxon_p(reference: pd.Series, other: pd.Series) -> float:
     return float(paired_wilcoxon(a, b)[1])
 
 
-def _fmt(mean: float, std: float | None = None) -> str:
+def mean_std_cell(mean: float, std: float | None = None) -> str:
+    """``mean ± std`` with two decimals (``mean`` alone without a std, ``n/a`` without a mean)."""
     if mean is None or math.isnan(mean):
         return "n/a"
     return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def _ci(values: pd.Series) -> str:
+def ci_cell(values: pd.Series) -> str:
+    """``[lo, hi]``: the bootstrap interval of the mean of per-case ``values`` (``n/a`` under two cases)."""
     if len(values) < 2:
         return "n/a"
     lo, hi = bootstrap_ci(values.to_numpy(), confidence=CI_CONFIDENCE, n_resamples=CI_RESAMPLES, seed=0)
@@ -139,11 +147,11 @@ def _row_specs(table: str, grouped: dict[str, list[MethodResult]]) -> list[dict[
     known = {row["method"] for row in specs}
     for method in grouped:
         if method not in known:
-            specs.append({"method": method, "label": _title(method), "label_free": None})
+            specs.append({"method": method, "label": method_title(method), "label_free": None})
     return specs
 
 
-def _title(method: str) -> str:
+def method_title(method: str) -> str:
     """The registered method's title (its row name), or the name itself for an unregistered one."""
     from clisc.pipeline.methods import all_methods
 
@@ -193,11 +201,11 @@ def _notes(grouped: dict[str, list[MethodResult]], warnings: Sequence[str] = ())
     if any(folds_note(r) for runs in grouped.values() for r in runs):
         notes.append("Cross-validation: the per-case rows of all folds are pooled (cases = every case once; "
                      "p pairs cases by id).")
-    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
-    return [f"WARNING: some rows ran with {b}." for b in banners] + list(warnings) + notes
+    return comparability_banners(grouped) + list(warnings) + notes
 
 
-def _note(runs: Sequence[MethodResult]) -> str:
+def row_note(runs: Sequence[MethodResult]) -> str:
+    """A row's note: its comparability banner and provenance (:func:`provenance_note`), else ''."""
     return "; ".join(n for n in (comparability_note(runs), provenance_note(runs)) if n)
 
 
@@ -215,8 +223,8 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
         row = {
             "method": spec["label"],
             "label-free": ("yes" if runs_label_free(runs) else "no") if runs else "",
-            "paper DSC": _fmt(*paper_dsc) if paper_dsc else "",
-            "paper HD95": _fmt(*paper_hd) if paper_hd else "",
+            "paper DSC": mean_std_cell(*paper_dsc) if paper_dsc else "",
+            "paper HD95": mean_std_cell(*paper_hd) if paper_hd else "",
         }
         if not runs:
             row.update({"seeds": "", "cases": "", "DSC": NOT_RUN, "DSC 95% CI": "", "Δ DSC": "",
@@ -229,14 +237,14 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
         row.update({
             "seeds": str(len(runs)),
             "cases": str(int(summary["n_cases"])),
-            "DSC": _fmt(summary["dsc_mean"], summary["dsc_std"]) + mark,
-            "DSC 95% CI": _ci(case_means(runs, "dsc")),
+            "DSC": mean_std_cell(summary["dsc_mean"], summary["dsc_std"]) + mark,
+            "DSC 95% CI": ci_cell(case_means(runs, "dsc")),
             "Δ DSC": _delta(summary["dsc_mean"], paper_dsc[0] if paper_dsc else None),
-            "HD95": _fmt(summary["hd95_mean"], summary["hd95_std"]),
-            "HD95 95% CI": _ci(case_means(runs, "hd95")),
+            "HD95": mean_std_cell(summary["hd95_mean"], summary["hd95_std"]),
+            "HD95 95% CI": ci_cell(case_means(runs, "hd95")),
             "Δ HD95": _delta(summary["hd95_mean"], paper_hd[0] if paper_hd else None),
             "p vs CLISC": "" if math.isnan(p) else f"{p:.3g}",
-            "note": _note(runs),
+            "note": row_note(runs),
         })
         rows.append(row)
     columns = ["method", "label-free", "seeds", "cases", "DSC", "DSC 95% CI", "paper DSC", "Δ DSC",
@@ -270,11 +278,11 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
         row: dict[str, str] = {"method": spec["label"]}
         summary = seed_mean_summary(runs) if runs else {}
         for group in groups:
-            row[f"DSC {group}"] = _fmt(summary.get(f"dsc_{group}", math.nan)) if runs else NOT_RUN
-            row[f"paper DSC {group}"] = _fmt(paper_groups[group]) if group in paper_groups else ""
+            row[f"DSC {group}"] = mean_std_cell(summary.get(f"dsc_{group}", math.nan)) if runs else NOT_RUN
+            row[f"paper DSC {group}"] = mean_std_cell(paper_groups[group]) if group in paper_groups else ""
         for group in groups:
-            row[f"HD95 {group}"] = _fmt(summary.get(f"hd95_{group}", math.nan)) if runs else NOT_RUN
-        row["note"] = _note(runs) if runs else NOT_RUN
+            row[f"HD95 {group}"] = mean_std_cell(summary.get(f"hd95_{group}", math.nan)) if runs else NOT_RUN
+        row["note"] = row_note(runs) if runs else NOT_RUN
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["notes"] = [line for line in _notes(grouped, warnings) if line.startswith("WARNING")] + [

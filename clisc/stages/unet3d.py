@@ -114,8 +114,8 @@ def training_transform(patch_size: tuple[int, int, int]) -> Compose:
     ])
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed for one epoch (or one item of an epoch: ``_epoch_seed(epoch seed, item)``), so its
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for one epoch (or one item of an epoch: ``epoch_seed(epoch seed, item)``), so its
     draws do not depend on the epochs (items) before it."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
@@ -153,11 +153,11 @@ class PatchDataset(Dataset):
         batch_size = self.settings.batch_size
         step, slot = divmod(int(k), batch_size)
         epoch, step = self.first_epoch + step // self.steps, step % self.steps
-        epoch_seed = _epoch_seed(self.seed, epoch)
+        this_epoch = epoch_seed(self.seed, epoch)
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, _batch_order(len(self.images), self.steps, batch_size, epoch_seed))
+            self._order = (epoch, _batch_order(len(self.images), self.steps, batch_size, this_epoch))
         i = int(self._order[1][step, slot])
-        self.transform.set_random_state(seed=_epoch_seed(epoch_seed, step * batch_size + slot))
+        self.transform.set_random_state(seed=epoch_seed(this_epoch, step * batch_size + slot))
         sample = self.transform({"image": np.asarray(self.images[i], np.float32)[None],
                                  "label": np.asarray(self.labels[i], np.uint8)[None]})
         return (torch.as_tensor(np.asarray(sample["image"]), dtype=torch.float32),
@@ -172,7 +172,8 @@ def loader_workers(settings: UNetSettings, device: str | torch.device) -> int:
     return 0 if torch.device(device).type != "cuda" else max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def _patch_loader(dataset: PatchDataset, settings: UNetSettings, device: torch.device) -> DataLoader:
+def patch_loader(dataset: Dataset, settings: UNetSettings, device: torch.device) -> DataLoader:
+    """Batches of ``dataset`` in its order, by :func:`loader_workers` processes (pinned for CUDA)."""
     workers = loader_workers(settings, device)
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=False, num_workers=workers,
                       pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
@@ -190,16 +191,17 @@ def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], set
         if img.shape != lab.shape or img.ndim != 3:
             raise ValueError(f"volume {i}: image {img.shape} and label {lab.shape} must be equal XxYxZ")
         content.append((tuple(img.shape), float(img.astype(np.float64).sum()), int((lab > 0).sum())))
-    return stable_hash({"settings": _result_settings(settings), "seed": seed, "data": content,
+    return stable_hash({"settings": result_settings(settings), "seed": seed, "data": content,
                         "validation": with_validation})
 
 
-def _result_settings(settings: UNetSettings) -> UNetSettings:
+def result_settings(settings: UNetSettings) -> UNetSettings:
     """The settings without the loader workers, which do not change the result."""
     return dataclasses.replace(settings, loader_workers=None)
 
 
-def _check_patch(settings: UNetSettings) -> None:
+def check_patch(settings: UNetSettings) -> None:
+    """Refuse a patch size the network cannot halve ``levels - 1`` times, or one axial rot90 cannot turn."""
     factor = 2 ** (len(settings.channels) - 1)
     if any(p % factor for p in settings.patch_size):
         raise ValueError(f"patch_size {settings.patch_size} must be divisible by {factor}")
@@ -241,7 +243,7 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
     "val_dice": ...]})`` (epochs count from 1) is called before that save, so a record it keeps is never
     behind the checkpoint; ``on_epoch_end(epoch, mean_loss)`` is called after it.
     """
-    _check_patch(settings)
+    check_patch(settings)
     device = torch.device(device)
     check_precision(settings.precision, device, "unet.precision")
     select = settings.select_on_gt_validation and val is not None
@@ -263,13 +265,13 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
             state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, device)
             log.info("resuming U-Net training from %s after epoch %d", checkpoint, state["epoch"])
         loss_fn = nn.CrossEntropyLoss()
-        batches = iter(_patch_loader(PatchDataset(images, labels, settings, seed, steps, state["epoch"]),
+        batches = iter(patch_loader(PatchDataset(images, labels, settings, seed, steps, state["epoch"]),
                                      settings, device))
         epochs = tqdm(range(state["epoch"], settings.epochs), desc="3D U-Net", disable=not progress,
                       initial=state["epoch"], total=settings.epochs)
         for epoch in epochs:
             model.train()
-            torch.manual_seed(_epoch_seed(seed, epoch))
+            torch.manual_seed(epoch_seed(seed, epoch))
             losses = []
             for step in range(steps):
                 image_batch, label_batch = next(batches)

@@ -116,13 +116,15 @@ def test_a_new_threshold_reuses_the_cams(synthetic_dataset, tmp_path):
     """The CAM stage is keyed without the binarisation: a threshold change recomputes no CAM, and a
     lower threshold gives a superset of the ROI."""
     settings = {t: resolve_settings("paper", "tiny", {"slices.labels": "ground_truth", "cam.threshold": t})
-                for t in (0.5, 0.2)}
+                for t in (0.5, 0.2, 0.5 + 1e-9)}
     lines: list[str] = []
-    rois = {}
+    rois, keys = {}, {}
     for t, s in settings.items():
         ctx = RunContext(synthetic_dataset, s, 0, tmp_path, progress=False, echo=lines.append)
-        rois[t] = dict(steps_cam.cam_rois(ctx, "train", "raw")[1])
+        keys[t], found = steps_cam.cam_rois(ctx, "train", "raw")
+        rois[t] = dict(found)
     assert sum("cams" in line and "computed" in line for line in lines) == 1
+    assert len(set(keys.values())) == 3  # every threshold its own downstream key, however close
     high = np.concatenate([r["mask"].ravel() for r in rois[0.5].values()])
     low = np.concatenate([r["mask"].ravel() for r in rois[0.2].values()])
     assert not (high & ~low).any() and low.sum() > high.sum()
