@@ -22,6 +22,7 @@ are removed from the negatives (otherwise the loss would push an image away from
 from __future__ import annotations
 
 import copy
+import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clisc.cache import atomic_write_bytes
 from clisc.foundation.clip import ClipModel
 
 
@@ -118,9 +120,9 @@ def finetune_clip(clip: ClipModel, images: Sequence[np.ndarray], captions: Seque
             losses.append(float(loss.detach()))
         if log is not None and losses:
             log(f"[clisc] DHN-NCE epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}")
-        if state_path is not None:
-            tmp = state_path.with_suffix(".tmp")
+        if state_path is not None:  # atomic, with a unique temporary name: concurrent runs cannot clash
+            buffer = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1}, tmp)
-            tmp.replace(state_path)
+                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1}, buffer)
+            atomic_write_bytes(state_path, buffer.getvalue())
     return model.eval()
