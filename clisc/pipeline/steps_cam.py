@@ -296,7 +296,8 @@ def cam_rois(ctx: RunContext, split: str, which: str = "amda") -> tuple[str, Laz
         cam = cam_maps[case]
         return {"cam": cam, "mask": binarise_cams(cam, s.cam.threshold_rule, threshold)}
 
-    rule = s.cam.threshold_rule if threshold is None else f"{s.cam.threshold_rule}{threshold!r}"  # exact: a search samples floats
+    # the threshold enters the key exactly (repr): a search samples floats closer than any rounding
+    rule = s.cam.threshold_rule if threshold is None else f"{s.cam.threshold_rule}{threshold!r}"
     return f"{cams_key}-{rule}", LazyMapping(list(cam_maps), rois_of)
 
 
