@@ -61,7 +61,7 @@ class RunContext:
         check_compute(self.settings, self.device)
         self.cache = StageCache(self.cache_root)
         self.cache.clean_partial()
-        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root)
+        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root, self.settings.preprocess.modality)
                                             if c.case_id not in self.skip_cases}
         self.fingerprint = dataset_fingerprint(list(self.cases.values()))
         self.split = self._load_split()
