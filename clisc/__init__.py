@@ -1,6 +1,6 @@
 """clisc: reproduce, audit and extend CLISC (CLIP + SAM + enhanced CAM for brain tumour segmentation).
 
-Array conventions used across the package (see README "Conventions"):
+Array conventions used across the package (see docs/DESIGN.md "Conventions"):
 
 * volumes are ``numpy`` arrays in nibabel's ``XxYxZ`` order, axial slices are ``vol[:, :, z]``;
 * spacing is a ``(sx, sy, sz)`` tuple in millimetres, in the same order;
