@@ -12,7 +12,7 @@ from clisc.errors import CliscError
 from clisc.pipeline.result import MethodResult
 from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
-from clisc.tracking.ui import ui_command, ui_lines
+from clisc.tracking.ui import ui_command, ui_environment, ui_lines
 
 EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu")
 
@@ -81,7 +81,8 @@ def _ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     print("\n".join(ui_lines(uri, args.host, args.port)), flush=True)
     try:
-        return subprocess.run(ui_command(uri, host=args.host, port=args.port), check=False).returncode
+        return subprocess.run(ui_command(uri, host=args.host, port=args.port), env=ui_environment(),
+                              check=False).returncode
     except KeyboardInterrupt:
         return 0
 

@@ -1,6 +1,7 @@
 """The MLflow UI (tracking server) command for a store."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -17,6 +18,15 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, wor
         "--port", str(port),
         "--workers", str(workers),
     ]
+
+
+def ui_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for :func:`ui_command`: ``base`` (default ``os.environ``) with MLflow's background
+    job workers off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``; they are for GenAI jobs, and start
+    about ten extra processes, ~2.6 GB RSS, that browsing runs never uses)."""
+    env = dict(os.environ if base is None else base)
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return env
 
 
 

@@ -32,6 +32,12 @@ def call(base: str, path: str, body: dict | None = None, query: str = "") -> dic
         return json.loads(response.read())
 
 
+def test_ui_environment_turns_job_workers_off() -> None:
+    from clisc.tracking.ui import ui_environment
+    env = ui_environment({"PATH": "/bin", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"})
+    assert env == {"PATH": "/bin", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def test_ui_command_argv() -> None:
     argv = ui_command("sqlite:///x/mlflow.db", port=5123)
     assert argv[1:] == ["-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///x/mlflow.db",
