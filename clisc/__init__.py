@@ -1,6 +1,6 @@
 """clisc: reproduce, audit and extend CLISC (CLIP + SAM + enhanced CAM for brain tumour segmentation).
 
-Array conventions used across the package (see README "Conventions"):
+Array conventions used across the package (see docs/DESIGN.md "Conventions"):
 
 * volumes are ``numpy`` arrays in nibabel's ``XxYxZ`` order, axial slices are ``vol[:, :, z]``,
   which a 2D model sees as ``vol[:, :, z].T`` (rows = y; ``clisc.stages.slice_input``);

@@ -14,12 +14,17 @@ import json
 import os
 import shutil
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "_entry.json"
+LOCK_HEARTBEAT_S = 10.0  # a holder rewrites its lock file this often
+LOCK_STALE_S = 120.0  # a lock not refreshed for this long belongs to a dead holder (any host)
+COMPUTED_LOG = "_computed.log"  # one line per stage entry computed (who, when): counts shared work
 
 
 def _alive(pid: int) -> bool:
@@ -102,6 +107,56 @@ class StageCache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def lock_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f".{key}.lock"
+
+    @contextlib.contextmanager
+    def computing(self, stage: str, key: str, poll_s: float = 0.5) -> Iterator[bool]:
+        """Hold the per-key lock while computing an entry; yields False when another process
+        published it while this one waited (then reuse it, compute nothing).
+
+        The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and local disks)
+        holding ``host pid``; its holder rewrites it every ``LOCK_HEARTBEAT_S``. A lock is stale,
+        and is broken, when its holder is a dead process on this host or its file has not been
+        refreshed for ``LOCK_STALE_S`` (a holder on another machine that died).
+        """
+        lock = self.lock_path(stage, key)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            if self.has(stage, key):
+                yield False
+                return
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _lock_is_stale(lock):
+                    lock.unlink(missing_ok=True)
+                    continue
+                time.sleep(poll_s)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            break
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(lock, stop), daemon=True)
+        beat.start()
+        try:
+            if self.has(stage, key):  # published between the check and the lock
+                yield False
+                return
+            yield True
+            with open(self.root / COMPUTED_LOG, "a") as log:
+                log.write(f"{stage}/{key} {_owner()} {time.time():.3f}\n")
+        finally:
+            stop.set()
+            beat.join()
+            lock.unlink(missing_ok=True)
+
+    def computed_log(self) -> list[str]:
+        """``stage/key`` of every entry computed under this root, once per computation."""
+        path = self.root / COMPUTED_LOG
+        return [line.split()[0] for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
     def clean_partial(self) -> int:
         """Remove temporary directories left by interrupted writers of this host; returns how many.
 
@@ -116,6 +171,23 @@ class StageCache:
             shutil.rmtree(tmp, ignore_errors=True)
             n += 1
         return n
+
+
+def _heartbeat(lock: Path, stop: threading.Event) -> None:
+    while not stop.wait(LOCK_HEARTBEAT_S):
+        with contextlib.suppress(OSError):
+            os.utime(lock)
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    try:
+        host, pid = lock.read_text().split()[:2]
+        age = time.time() - lock.stat().st_mtime
+    except (OSError, ValueError):  # vanished, or written halfway: look again soon
+        return False
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return True
+    return age > LOCK_STALE_S
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

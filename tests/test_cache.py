@@ -66,3 +66,51 @@ def test_atomic_write_bytes_replaces_whole_file(tmp_path):
     atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+def _compute_once(root: str, delay: float) -> bool:
+    """A worker: compute entry ("s", "k") under the lock, taking ``delay`` s; True if it computed."""
+    import time as _time
+
+    cache = StageCache(root)
+    with cache.computing("s", "k", poll_s=0.05) as mine:
+        if mine:
+            with cache.writing("s", "k") as tmp:
+                _time.sleep(delay)
+                (tmp / "x").write_text("1")
+    return mine
+
+
+def test_two_processes_compute_a_key_once_the_second_waits_and_reuses(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        outcomes = list(pool.map(_compute_once, [str(tmp_path)] * 2, [1.0, 1.0]))
+    assert sorted(outcomes) == [False, True]
+    assert StageCache(tmp_path).computed_log() == ["s/k"]
+    assert not StageCache(tmp_path).lock_path("s", "k").exists()
+
+
+def test_a_lock_of_a_dead_holder_on_this_host_is_broken(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cache = StageCache(tmp_path)
+    lock = cache.lock_path("s", "k")
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{socket.gethostname()} {dead.pid}\n")
+    assert _compute_once(str(tmp_path), 0.0) is True
+
+
+def test_a_lock_not_refreshed_for_long_is_stale_whatever_host(tmp_path, monkeypatch):
+    import clisc.cache as cache_module
+
+    cache = StageCache(tmp_path)
+    lock = cache.lock_path("s", "k")
+    lock.parent.mkdir(parents=True)
+    lock.write_text("another-host 1\n")
+    assert not cache_module._lock_is_stale(lock)  # fresh: its holder may be alive elsewhere
+    old = lock.stat().st_mtime - cache_module.LOCK_STALE_S - 1
+    os.utime(lock, (old, old))
+    assert cache_module._lock_is_stale(lock)
+    assert _compute_once(str(tmp_path), 0.0) is True

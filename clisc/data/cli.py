@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clisc.data.check import check_dataset
 from clisc.data.discovery import dataset_fingerprint, discover_cases
+from clisc.data.layouts import MODALITIES, SYNTH_LAYOUTS
 from clisc.data.lazy import LazyVolumes
 from clisc.data.preprocessing import MODES, PreprocessedStore, PreprocessSettings
 from clisc.data.split import (SPLITS, check_split_matches, default_split_dir, import_public_split,
@@ -14,21 +15,29 @@ from clisc.data.split import (SPLITS, check_split_matches, default_split_dir, im
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from clisc.data.synth import synthesize_dataset
-
     start = time.perf_counter()
-    synthesize_dataset(Path(args.out), args.cases, args.seed)
-    print(f"wrote {args.cases} synthetic cases to {args.out} in {time.perf_counter() - start:.1f} s")
+    if args.layout == "brats2020":
+        from clisc.data.synth import synthesize_dataset
+
+        synthesize_dataset(Path(args.out), args.cases, args.seed)
+    else:
+        from clisc.data.synth.layouts import synthesize_in_layout
+
+        synthesize_in_layout(Path(args.out), args.cases, args.seed, args.layout)
+    print(f"wrote {args.cases} synthetic cases to {args.out} ({args.layout} layout) "
+          f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    checks = check_dataset(args.dir, require_seg=not args.no_seg)
+    checks = check_dataset(args.dir, require_seg=not args.no_seg, modality=args.modality)
+    layouts = sorted({c.layout for c in checks if c.layout})
     bad = [c for c in checks if not c.ok]
     for check in bad:
         print(f"{check.case_id}: {check.reason}")
-    print(f"{len(checks) - len(bad)} good, {len(bad)} bad ({time.perf_counter() - start:.1f} s)")
+    print(f"{len(checks) - len(bad)} good, {len(bad)} bad ({time.perf_counter() - start:.1f} s); "
+          f"layout {', '.join(layouts) or 'none found'}, modality {args.modality}")
     return 1 if bad else 0
 
 
@@ -66,11 +75,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="folder to create")
     synth.add_argument("--cases", type=int, default=20, help="number of cases")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--layout", choices=SYNTH_LAYOUTS, default="brats2020",
+                       help="file layout (docs/DATASETS.md): brats2020, brats2023 (GLI) or msd (Task01)")
     synth.set_defaults(func=_synth)
 
     check = commands.add_parser("check", help="validate every case; exit 1 if any is bad")
     check.add_argument("dir", help="dataset folder")
     check.add_argument("--no-seg", action="store_true", help="segmentations are optional")
+    check.add_argument("--modality", choices=MODALITIES, default="FLAIR", type=str.upper,
+                       help="the image to read (T2 where the layout has it)")
     check.set_defaults(func=_check)
 
     split = commands.add_parser("split", help="make (or reuse) the train/valid/test split CSV")

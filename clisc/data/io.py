@@ -22,6 +22,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from nibabel.spatialimages import HeaderDataError
 
 from clisc.data.discovery import CaseFiles
+from clisc.data.layouts import LAYOUTS, Layout
 from clisc.errors import DataError
 
 BRATS_AXCODES = ("L", "P", "S")
@@ -52,13 +53,27 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Header and voxel array (as stored, scaling applied) of a 3D NIfTI file ``XxYxZ``."""
+def _read_nifti(path: Path, channel: int | None = None,
+                channels: int | None = None) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Header and voxel array (as stored, scaling applied) of a 3D NIfTI file ``XxYxZ``.
+
+    With ``channel``, the file must be 4D ``XxYxZxC`` with ``C == channels`` and only that channel
+    is read: nibabel's ``dataobj[..., c]`` reads one channel's bytes (a seek in an uncompressed
+    .nii; in a .nii.gz it decompresses the stream up to the end of channel ``c``, but keeps only
+    that channel in memory, in the file's dtype).
+    """
     if not path.is_file():
         raise DataError(path, "file not found")
     try:
         image = nib.load(path)
-        data = np.asanyarray(image.dataobj)
+        if channel is not None:
+            shape = tuple(image.shape)
+            if len(shape) != 4 or shape[3] != channels:
+                raise DataError(path, f"expected a 4D volume with {channels} channels (dataset.json 'modality'), "
+                                      f"got shape {shape}")
+            data = np.asanyarray(image.dataobj[..., channel])
+        else:
+            data = np.asanyarray(image.dataobj)
     except _READ_ERRORS as err:
         detail = _one_line(err).replace(f"'{path}'", "it").replace(str(path), "it")
         raise DataError(path, f"unreadable NIfTI file ({type(err).__name__}: {detail})") from err
@@ -117,22 +132,29 @@ def whole_tumour(seg: np.ndarray) -> np.ndarray:
     return (seg > 0).astype(np.uint8)
 
 
-def _validated_labels(path: Path, seg: np.ndarray) -> np.ndarray:
-    """Raw labels as uint8 ``XxYxZ``; DataError on NaN or values outside ``VALID_LABELS``."""
+def _validated_labels(path: Path, seg: np.ndarray, layout: Layout = LAYOUTS["brats2020"]) -> np.ndarray:
+    """Labels as BraTS uint8 ``XxYxZ`` (values in ``VALID_LABELS``), mapped by ``layout.label_map``;
+    DataError on NaN or values outside the layout's map."""
     if seg.dtype.kind == "f":
         if not np.isfinite(seg).all():
             raise DataError(path, "segmentation holds NaN or infinite values")
         if not np.array_equal(seg, np.round(seg)):
             raise DataError(path, "segmentation holds non-integer label values")
+    expected = tuple(sorted(layout.label_map))
     low, high = seg.min(), seg.max()
     if low < 0 or high > 255:
-        raise DataError(path, f"unknown label value {low if low < 0 else high}; expected {VALID_LABELS}")
+        raise DataError(path, f"unknown label value {low if low < 0 else high}; expected {expected} ({layout.name})")
     labels = seg.astype(np.uint8)
     present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
-    unknown = sorted(set(present.tolist()) - set(VALID_LABELS))
+    unknown = sorted(set(present.tolist()) - set(expected))
     if unknown:
-        raise DataError(path, f"unknown label value(s) {unknown}; expected {VALID_LABELS}")
-    return labels
+        raise DataError(path, f"unknown label value(s) {unknown}; expected {expected} ({layout.name})")
+    if all(k == v for k, v in layout.label_map.items()):
+        return labels
+    table = np.zeros(256, dtype=np.uint8)
+    for raw, brats in layout.label_map.items():
+        table[raw] = brats
+    return table[labels]
 
 
 def load_case(files: CaseFiles, require_seg: bool = True, reorient: bool = True) -> RawCase:
@@ -143,7 +165,8 @@ def load_case(files: CaseFiles, require_seg: bool = True, reorient: bool = True)
     shape or affine mismatch, and an affine without clear axes. With ``reorient`` (the default)
     the arrays, affine and spacing are returned in BraTS orientation (module docstring).
     """
-    flair_image, flair_raw = _read_nifti(files.flair)
+    layout = LAYOUTS[files.layout]
+    flair_image, flair_raw = _read_nifti(files.flair, files.channel, layout.channels)
     flair = flair_raw.astype(np.float32, copy=False)
     if not np.isfinite(flair).all():
         raise DataError(files.flair, "image holds NaN or infinite voxels")
@@ -153,14 +176,14 @@ def load_case(files: CaseFiles, require_seg: bool = True, reorient: bool = True)
     seg = None
     if files.seg is None:
         if require_seg:
-            raise DataError(files.flair.parent, f"no segmentation file {files.case_id}_seg.nii[.gz]")
+            raise DataError(files.flair.parent, f"no segmentation file {missing_seg_path(files).name}")
     else:
         seg_image, seg_raw = _read_nifti(files.seg)
         if seg_raw.shape != flair.shape:
             raise DataError(files.seg, f"shape {seg_raw.shape} differs from the FLAIR's {flair.shape}")
         if not np.allclose(seg_image.affine, affine, atol=AFFINE_ATOL):
             raise DataError(files.seg, "affine differs from the FLAIR's (images not on the same grid)")
-        seg = _validated_labels(files.seg, seg_raw)
+        seg = _validated_labels(files.seg, seg_raw, layout)
     codes = axis_codes(files.flair, affine)
     spacing = _spacing(flair_image)
     if reorient and codes != BRATS_AXCODES:
@@ -177,7 +200,12 @@ def missing_seg_path(files: CaseFiles) -> Path:
     (``<case>_seg`` with the FLAIR's suffix)."""
     if files.seg is not None:
         return files.seg
-    return files.flair.with_name(files.flair.name.replace("_flair", "_seg", 1))
+    layout = LAYOUTS[files.layout]
+    suffix = ".nii.gz" if files.flair.name.endswith(".nii.gz") else ".nii"
+    name = layout.seg.format(case=files.case_id) + suffix
+    if layout.channels is not None:
+        return files.flair.parent.parent / "labelsTr" / name
+    return files.flair.with_name(name)
 
 
 def require_segs(cases: Iterable[CaseFiles], why: str) -> None:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from clisc.cache import atomic_write_bytes, stable_hash
 from clisc.data.discovery import CaseFiles, dataset_fingerprint
 from clisc.data.io import BRATS_AXCODES, RawCase, load_case, whole_tumour
+from clisc.data.layouts import MODALITIES
 from clisc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,20 @@ __all__ = ["MODES", "PreprocessSettings", "Volume", "preprocess", "PreprocessedS
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    """How a FLAIR volume is turned into network input; hashed into the cache path."""
+    """How a FLAIR volume is turned into network input; hashed into the cache path.
+
+    ``modality``: the image read (``FLAIR``, the paper's; ``T2`` where the layout has it, see
+    :mod:`clisc.data.layouts`); it names the dataset's cases (``discover_cases``) and so its fingerprint.
+    """
 
     mode: str = "paper"
     clip_percentile: float = 99.9
     target_spacing: float | None = None
+    modality: str = "FLAIR"
 
     def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0 < self.clip_percentile <= 100:

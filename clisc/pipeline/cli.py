@@ -146,7 +146,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from clisc.pipeline.experiment import run_experiment
+    from clisc.pipeline.experiment import load_spec, run_experiment
+    from clisc.pipeline.launch import LaunchOptions
 
     ensure_data(args.data)
     skip, tuned = skipped_cases(args), settings_file(args)
@@ -156,7 +157,11 @@ def _experiment(args: argparse.Namespace) -> int:
                            overrides=run_overrides(args), cache_root=args.cache, runs_root=args.out,
                            tracking_uri=args.tracking_uri, device=args.device, split_file=args.split,
                            folds=args.folds, skip_cases=skip, settings_file=tuned,
-                           save_predictions=args.save_predictions)
+                           save_predictions=args.save_predictions,
+                           launch=LaunchOptions.from_spec(
+                               load_spec(name), launcher=args.launcher, workers=args.workers, gpus=args.gpus,
+                               partition=args.partition, time_min=args.time_min, gpus_per_job=args.gpus_per_job,
+                               cpus_per_job=args.cpus_per_job, array_parallelism=args.array_parallelism))
     return 0
 
 
@@ -218,6 +223,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help=SAVE_PREDICTIONS_HELP + "; logged as each child run's predictions/ artifact")
     experiment.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
                             "or sqlite:///mlflow.db)")
+    launch = experiment.add_argument_group("fan-out (spec key launch:; default inline)")
+    launch.add_argument("--launcher", choices=["inline", "local", "slurm"], default=None,
+                        help="inline: one after another; local: worker processes; slurm: submitit jobs")
+    launch.add_argument("--workers", type=int, default=None, help="local: worker processes (CPU)")
+    launch.add_argument("--gpus", default=None, help="local: device ids, one worker each (CUDA_VISIBLE_DEVICES), e.g. 0,1")
+    launch.add_argument("--partition", default=None, help="slurm: partition")
+    launch.add_argument("--time-min", type=int, default=None, help="slurm: time limit per job (minutes)")
+    launch.add_argument("--gpus-per-job", type=int, default=None, help="slurm: GPUs per job")
+    launch.add_argument("--cpus-per-job", type=int, default=None, help="slurm: CPUs per job")
+    launch.add_argument("--array-parallelism", type=int, default=None, help="slurm: jobs running at once")
     experiment.set_defaults(func=_experiment)
 
     search = subparsers.add_parser("search", help="Optuna search of alpha, beta and the CAM threshold; every "

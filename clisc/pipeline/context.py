@@ -62,7 +62,7 @@ class RunContext:
         check_compute(self.settings, self.device)
         self.cache = StageCache(self.cache_root)
         self.cache.clean_partial()
-        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root)
+        self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root, self.settings.preprocess.modality)
                                             if c.case_id not in self.skip_cases}
         self.fingerprint = dataset_fingerprint(list(self.cases.values()))
         self.split = self._load_split()
@@ -113,14 +113,17 @@ class RunContext:
             value = load(self.cache.path(name, key))
             self._note(name, "cached", time.perf_counter() - start)
         else:
-            self.echo(f"[clisc] {name:<22} running ...")
             start = time.perf_counter()
-            with self.cache.writing(name, key, {"stage": name, "settings": settings, "inputs": inputs}) as tmp:
-                compute(tmp)
-            shutil.rmtree(self.cache_root / "_work" / name / key, ignore_errors=True)  # published: drop scratch
+            with self.cache.computing(name, key) as mine:  # another job computing it: wait, then reuse
+                if mine:
+                    self.echo(f"[clisc] {name:<22} running ...")
+                    with self.cache.writing(name, key, {"stage": name, "settings": settings,
+                                                        "inputs": inputs}) as tmp:
+                        compute(tmp)
+                    shutil.rmtree(self.cache_root / "_work" / name / key, ignore_errors=True)  # drop scratch
             elapsed = time.perf_counter() - start
             value = load(self.cache.path(name, key))
-            self._note(name, "computed", elapsed)
+            self._note(name, "computed" if mine else "cached", elapsed)
         self._memo[memo] = value
         return key, value
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from clisc.errors import CliscError
+from clisc.pipeline.launch import LaunchOptions, launch as launch_jobs, order_jobs
 from clisc.pipeline.methods import all_methods
 from clisc.pipeline.settings_file import SettingsFile
 
@@ -105,6 +106,7 @@ def run_experiment(
     skip_cases: Sequence[str] = (),
     settings_file: SettingsFile | None = None,
     save_predictions: bool = False,
+    launch: LaunchOptions | None = None,
 ) -> list:
     """Run every run of the spec and log each to MLflow as soon as it finishes; returns the results.
 
@@ -113,6 +115,10 @@ def run_experiment(
     :func:`clisc.pipeline.run.run_method`). A failure in one run is logged and re-raised after the
     parent run is closed as failed; the runs finished before it stay in MLflow and in the stage
     cache, so a re-run continues from there.
+
+    ``launch`` (default: the spec's ``launch:`` key, else inline) spreads the runs over worker
+    processes or Slurm jobs (:mod:`clisc.pipeline.launch`); the parent run still collects every child,
+    and a failed run is reported with its log while the others finish.
     """
     from clisc.pipeline.folds import fold_split_files, fold_tags, pool_folds
     from clisc.pipeline.run import run_method, summary_line
@@ -130,22 +136,34 @@ def run_experiment(
                 "folds": folds, "split_file": str(split_file) if split_file else None,
                 "settings_file": str(settings_file.path) if settings_file else None,
                 "skipped_cases": sorted(skip_cases)}
-    results = []
+    launch = launch or LaunchOptions.from_spec(spec)
+    runs = order_jobs(list(expand(resolved))) if launch.launcher != "inline" else list(expand(resolved))
+    jobs = [(run.label, run_method, dict(
+        name=run.method, data=data, protocol=protocol, profile=profile, seed=run.seed,
+        overrides={**run.overrides, **(overrides or {})}, cache_root=cache_root,
+        out_dir=Path(runs_root) / spec["name"] / run.label, device=device,
+        **({"echo": echo} if launch.launcher == "inline" else {"progress": False}),
+        split_file=fold_files[run.fold - 1] if run.fold else split_file, skip_cases=skip_cases,
+        settings_file=settings_file, extra_tags=fold_tags(run.fold, folds) if run.fold else None,
+        save_predictions=save_predictions)) for run in runs]
+    order = {label: i for i, (label, _, _) in enumerate(jobs)}
+    finished: dict[str, Any] = {}
+    failed: list[str] = []
     tags = {"profile": profile, "protocol": protocol, **({"folds": str(folds)} if folds else {})}
     with ExperimentRecorder(spec["name"], resolved, tracking_uri=tracking_uri, tags=tags) as recorder:
-        for run in expand(resolved):
-            echo(f"[clisc] === {spec['name']}: {run.label} ===")
-            result = run_method(
-                run.method, data, protocol=protocol, profile=profile, seed=run.seed,
-                overrides={**run.overrides, **(overrides or {})}, cache_root=cache_root,
-                out_dir=Path(runs_root) / spec["name"] / run.label, device=device, echo=echo,
-                split_file=fold_files[run.fold - 1] if run.fold else split_file, skip_cases=skip_cases,
-                settings_file=settings_file, extra_tags=fold_tags(run.fold, folds) if run.fold else None,
-                save_predictions=save_predictions,
-            )
-            recorder.log_result(result)
-            echo(f"[clisc] {summary_line(result)}")
-            results.append(result)
+        if launch.launcher == "inline":
+            echo(f"[clisc] === {spec['name']}: {len(jobs)} run(s) ===")
+        for outcome in launch_jobs(jobs, launch, echo):
+            if outcome.error:
+                failed.append(f"{outcome.label} ({outcome.error}" + (f"; log {outcome.log})" if outcome.log else ")"))
+                echo(f"[clisc] FAILED {outcome.label}: {outcome.error}" + (f" (log: {outcome.log})" if outcome.log else ""))
+                continue
+            recorder.log_result(outcome.result)
+            echo(f"[clisc] {outcome.label} done: {summary_line(outcome.result)}")
+            finished[outcome.label] = outcome.result
+        if failed:
+            raise CliscError(f"{spec['name']}: {len(failed)} of {len(jobs)} run(s) failed: {'; '.join(failed)}")
+    results = [finished[label] for label in sorted(finished, key=order.__getitem__)]
     if folds:
         for pooled in pool_folds(results):
             echo(f"[clisc] {folds} folds pooled: {summary_line(pooled)}")

@@ -24,7 +24,7 @@ def test_every_bad_case_reported_without_raising(tiny_brats_dir):
     assert checks["BraTS20_Training_001"].reason.startswith("BraTS20_Training_001_flair.nii.gz: unreadable")
     assert "no segmentation file" in checks["BraTS20_Training_002"].reason
     assert checks["BraTS20_Training_003"] == CaseCheck(
-        "BraTS20_Training_003", tiny_brats_dir / "BraTS20_Training_003", True, "")
+        "BraTS20_Training_003", tiny_brats_dir / "BraTS20_Training_003", True, "", "brats2020")
     assert checks["BraTS20_Training_004"].reason == "no BraTS20_Training_004_flair.nii[.gz] file"
     assert [c.ok for c in checks.values()] == [False, False, True, False]
 
