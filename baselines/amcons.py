@@ -46,7 +46,7 @@ from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.steps_cam import brain_slices
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.classifier import slices_to_input
-from clisc.stages.slice_input import axial_slices, brain_of
+from clisc.stages.slice_input import axial_slices, brain_of, volume_from_slices
 
 HISTOGRAM_BINS = 4096  # the reference distribution: a histogram of [0, 1] intensities
 REFERENCE_LEVELS = 256  # its quantiles that slices are matched to
@@ -221,9 +221,10 @@ def segment_volume(volume: Volume, trained: TrainedVae, method: str, settings: C
         z = zs[begin:begin + 32]
         x, m = prepare(volume, z, settings, trained.reference)
         maps = torch.from_numpy(anomaly_maps(trained.model, x, m, method))[:, None]
-        maps = F.interpolate(maps, size=shape[:2], mode="bilinear", align_corners=False)[:, 0].numpy()
-        inside = resize_masks(m, shape[:2]) & axial_slices(brain_of(volume), z)
-        amap[:, :, z] = np.moveaxis(np.where(inside, maps, 0.0), 0, 2)
+        display = shape[1::-1]  # the slice as the model sees it, YxX
+        maps = F.interpolate(maps, size=display, mode="bilinear", align_corners=False)[:, 0].numpy()
+        inside = resize_masks(m, display) & axial_slices(brain_of(volume), z)
+        amap[:, :, z] = volume_from_slices(np.where(inside, maps, 0.0))
     return amap, amap > cut
 
 

@@ -42,7 +42,7 @@ from clisc.pipeline.steps_cam import brain_slices
 from clisc.pipeline.steps_seg import per_case_stage, predictions, segmenter, train_network
 from clisc.stages.prompts import SamPrompt
 from clisc.stages.pseudo_labels import SamSegmenter, prepare_slice
-from clisc.stages.slice_input import brain_of, model_input_volume
+from clisc.stages.slice_input import axial_slices, brain_of, model_input_volume, volume_from_slices
 from clisc.stages.slice_labels import NORMAL_PROMPT
 
 
@@ -72,7 +72,7 @@ def medclip_volume(image: np.ndarray, brain: np.ndarray, gate: np.ndarray, sam: 
     """MedCLIP-SAM's ``XxYxZ`` bool mask of a volume ``XxYxZ`` with its brain mask: slices with
     ``gate[z]`` get SAM's mask for their saliency box (inside the brain); the others stay empty."""
     inputs = model_input_volume(image, brain)
-    slices = [inputs[:, :, z] for z in range(inputs.shape[2])]
+    slices = list(axial_slices(inputs))  # each YxX, the display layout
     prompts: list[SamPrompt | None] = [None] * len(slices)
     for z in tqdm(np.flatnonzero(gate), desc=f"MedCLIP-SAM {label}".strip(), unit="slice", disable=not progress,
                   leave=False):
@@ -81,7 +81,7 @@ def medclip_volume(image: np.ndarray, brain: np.ndarray, gate: np.ndarray, sam: 
             prompts[z] = SamPrompt(box=box, points=np.zeros((0, 2)), point_labels=np.zeros(0, np.int64))
     if not any(p is not None for p in prompts):
         return np.zeros(image.shape, bool)
-    return np.moveaxis(sam.segment(slices, prompts), 0, -1) & brain
+    return volume_from_slices(sam.segment(slices, prompts)) & brain
 
 
 def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, ClipModel]:
@@ -100,9 +100,9 @@ def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, 
         for volume in ctx.volumes("train"):
             zs = brain_slices(volume)[:: ctx.settings.slices.stride]
             zs = zs[labels[volume.case_id][zs] >= 0]
-            inputs = model_input_volume(volume.image, brain_of(volume), zs)
+            inputs = axial_slices(model_input_volume(volume.image, brain_of(volume), zs))  # NxYxX
             for i, z in enumerate(zs):
-                images.append(prepare_slice(inputs[:, :, i], ctx.settings.sam.equalize))
+                images.append(prepare_slice(inputs[i], ctx.settings.sam.equalize))
                 groups.append(int(labels[volume.case_id][z]))
         model = finetune_clip(
             base, images, [captions_by_label[g] for g in groups], np.asarray(groups),

@@ -53,7 +53,7 @@ from clisc.pipeline.steps_cam import labelled_volumes
 from clisc.pipeline.steps_seg import per_case_stage, segmenter
 from clisc.stages.prompts import SamPrompt
 from clisc.stages.pseudo_labels import SamSegmenter, prepare_slice
-from clisc.stages.slice_input import brain_of, model_input_volume
+from clisc.stages.slice_input import axial_slices, brain_of, model_input_volume, volume_from_slices
 
 # The random search of the original's 3D path (sam_mask_generator_params in sam_clip_3d.py): points
 # per side 16, 32 or 64 (here half, once and twice ``points_per_side``, which is 32 by default, so
@@ -207,7 +207,7 @@ def salip_volume(image: np.ndarray, brain: np.ndarray, gate: np.ndarray, sam: Sa
     """SaLIP's ``XxYxZ`` bool mask of a volume ``XxYxZ`` with its brain mask: slices with ``gate[z]``
     get SAM's mask for their best box (inside the brain); the others stay empty."""
     inputs = model_input_volume(image, brain)
-    slices = [inputs[:, :, z] for z in range(inputs.shape[2])]
+    slices = list(axial_slices(inputs))  # each YxX, the display layout
     prompts: list[SamPrompt | None] = [None] * len(slices)
     for z in tqdm(np.flatnonzero(gate), desc=f"SaLIP {label}".strip(), unit="slice", disable=not progress,
                   leave=False):
@@ -216,7 +216,7 @@ def salip_volume(image: np.ndarray, brain: np.ndarray, gate: np.ndarray, sam: Sa
             prompts[z] = SamPrompt(box=box, points=np.zeros((0, 2)), point_labels=np.zeros(0, np.int64))
     if not any(p is not None for p in prompts):
         return np.zeros(image.shape, bool)
-    return np.moveaxis(sam.segment(slices, prompts), 0, -1) & brain
+    return volume_from_slices(sam.segment(slices, prompts)) & brain
 
 
 def _slice_dice(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -26,6 +26,7 @@ from clisc.data.preprocessing import CACHE_FORMAT as VOLUME_FORMAT
 from clisc.data.preprocessing import PreprocessedStore
 from clisc.data.split import SPLITS, load_or_create_split
 from clisc.pipeline.settings import Settings
+from clisc.stages.slice_input import SLICE_ORIENTATION
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,10 @@ class RunContext:
     @staticmethod
     def key(name: str, settings: Any, inputs: list[str]) -> str:
         """Cache key of a stage; the package version is part of it, so a new release never reads
-        entries written by code that may have computed them differently."""
-        return stage_key(name, {"settings": settings, "clisc": __version__}, inputs)
+        entries written by code that may have computed them differently; so is what a 2D model sees
+        of a slice (``clisc.stages.slice_input.SLICE_ORIENTATION``)."""
+        return stage_key(name, {"settings": settings, "clisc": __version__,
+                                "slice_orientation": SLICE_ORIENTATION}, inputs)
 
     def scratch(self, name: str, key: str) -> Path:
         """A persistent work directory for a running stage (checkpoints, per-case parts) that

@@ -38,7 +38,7 @@ from clisc.pipeline.steps_seg import (
     unet_round1,
     unet_round2,
 )
-from clisc.stages.slice_input import brain_of, model_input_volume
+from clisc.stages.slice_input import axial_slices, brain_of, model_input_volume
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,13 @@ def method_settings(method: Method, protocol: str, profile: str, overrides: Mapp
 
 def qualitative_slices(volumes, preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """For each case, the axial slice with the largest true tumour area: image (as the 2D models see
-    it: [0, 1], background black), truth, prediction."""
+    it: [0, 1], background black, ``YxX`` with anterior at the top), truth, prediction (``YxX``)."""
     arrays: dict[str, np.ndarray] = {}
     for volume in volumes:
         z = int(volume.label.reshape(-1, volume.label.shape[2]).sum(axis=0).argmax())
-        arrays[f"{volume.case_id}__image"] = model_input_volume(volume.image, brain_of(volume), [z])[:, :, 0]
-        arrays[f"{volume.case_id}__gt"] = volume.label[:, :, z].astype(np.uint8)
-        arrays[f"{volume.case_id}__pred"] = preds[volume.case_id][:, :, z].astype(np.uint8)
+        arrays[f"{volume.case_id}__image"] = axial_slices(model_input_volume(volume.image, brain_of(volume), [z]))[0]
+        arrays[f"{volume.case_id}__gt"] = axial_slices(volume.label, [z])[0].astype(np.uint8)
+        arrays[f"{volume.case_id}__pred"] = axial_slices(preds[volume.case_id], [z])[0].astype(np.uint8)
     return arrays
 
 

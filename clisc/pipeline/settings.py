@@ -89,7 +89,7 @@ class CamSettings:
 class SamSettings:
     batch_size: int = 8
     equalize: bool = False  # the code equalises the slice histogram before SAM
-    brain_only: bool = False  # the code zeroes SAM's masks outside the brain (image != background)
+    brain_only: bool = False  # SAM's masks zeroed outside the brain (the code's `image != 0` never does it)
     # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"

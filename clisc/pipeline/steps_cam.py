@@ -22,7 +22,7 @@ from clisc.pipeline.models import clip_arch, load_clip_cached, new_resnet
 from clisc.stages.amda import amda_training_set
 from clisc.stages.cam import best_threshold, binarise_cams, layer_cam, postprocess_cam_volume
 from clisc.stages.classifier import predict_tumour_prob, slices_to_input, train_classifier
-from clisc.stages.slice_input import axial_slices, brain_of
+from clisc.stages.slice_input import axial_slices, brain_of, volume_from_slices
 from clisc.stages.slice_labels import label_volume
 
 CAM_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.80001, 0.05), 2))  # the code's: 0.05 .. 0.80
@@ -196,8 +196,8 @@ def _volume_cams(ctx: RunContext, model: torch.nn.Module, volume: Volume, gate: 
     for start in range(0, len(zs), 32):
         z = zs[start:start + 32]
         x = classifier_input(volume, z, size).to(ctx.device)
-        cam = layer_cam(model, x, ctx.settings.cam.layers, out_size=volume.image.shape[:2])
-        cams[:, :, z] = np.moveaxis(cam, 0, 2)
+        cam = layer_cam(model, x, ctx.settings.cam.layers, out_size=volume.image.shape[1::-1])  # NxYxX
+        cams[:, :, z] = volume_from_slices(cam)
     return cams
 
 

@@ -106,10 +106,10 @@ def qualitative_figure(results: Iterable[MethodResult], out_stem: Path) -> list[
         panels = [("ground truth", None)] + [(labels.get(m, m), chosen[m][1][f"{case_id}__pred"]) for m in methods]
         for j, (title, pred) in enumerate(panels):
             ax = axes[i, j]
-            ax.imshow(image.T, cmap="gray", origin="lower")
+            ax.imshow(image, cmap="gray")  # YxX display slice: anterior at the top
             for mask, colour in ((gt, "lime"), (pred, "red")):
                 if mask is not None and np.any(mask):
-                    ax.contour(mask.T.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
+                    ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

@@ -1,7 +1,8 @@
 """SAM prompts (box, foreground and background points) from a 2D ROI mask, as in the paper's section 2.2.
 
-COORDINATES. Our 2D slices are ``HxW`` arrays taken as ``volume[:, :, z]`` with no transposition, so a
-slice's rows are the volume's X axis and its columns the volume's Y axis. SAM works in image (x, y)
+COORDINATES. Our 2D slices are ``HxW`` arrays taken as ``volume[:, :, z].T``
+(``clisc.stages.slice_input.axial_slices``, as the public code's ``image_3d[z, :, :]``), so a
+slice's rows are the volume's Y axis (anterior at the top) and its columns the X axis. SAM works in image (x, y)
 coordinates where x is the COLUMN index and y the ROW index. A pixel ``mask[r, c]`` is therefore the
 SAM point ``[c, r]``, and a box is ``[x0, y0, x1, y1] = [col_min, row_min, col_max, row_max]``.
 

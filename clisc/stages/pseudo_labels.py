@@ -4,7 +4,7 @@
 ``predict(point_coords, point_labels, box, multimask_output=False)`` gives (the public code's loop),
 but runs the image encoder once per batch of slices and never on slices without a prompt, and can
 reuse image embeddings from an ``EmbeddingCache`` (the S3F pass prompts SAM again on the same slices).
-Slices are ``HxW`` (``volume[:, :, z]``); prompts follow ``clisc.stages.prompts`` (x = column).
+Slices are ``HxW`` = YxX (``volume[:, :, z].T``, ``clisc.stages.slice_input``); prompts follow ``clisc.stages.prompts`` (x = column).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from clisc.cache import atomic_write_bytes
 from clisc.compute import autocast, check_precision, prefetch
 from clisc.foundation.sam import model_tag as sam_model_tag
 from clisc.stages.prompts import PromptSettings, SamPrompt, prompts_from_mask
-from clisc.stages.slice_input import model_input_slices
+from clisc.stages.slice_input import axial_slices, model_input_slices, volume_from_slices
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +348,9 @@ def segment_volume(
 ) -> np.ndarray:
     """SAM pseudo-label ``XxYxZ`` bool of a volume from its per-slice ROI masks (``XxYxZ``).
 
-    Slice z is prompted from ``masks[:, :, z]`` (and ``cams[:, :, z]`` for the "official" variant);
+    Slice z is seen as ``image[:, :, z].T`` (``clisc.stages.slice_input.axial_slices``) and prompted
+    from ``masks[:, :, z].T`` (and ``cams[:, :, z].T`` for the "official" variant); SAM's masks are
+    transposed back;
     slices with an empty ROI stay empty and are never encoded.
     """
     if image.ndim != 3 or masks.shape != image.shape or (cams is not None and cams.shape != image.shape):
@@ -357,9 +359,11 @@ def segment_volume(
     depth = image.shape[2]
     if depth == 0:
         return np.zeros(image.shape, dtype=bool)
-    slices = [image[:, :, z] for z in range(depth)]
+    slices = list(axial_slices(image))  # each HxW = YxX, the display layout (clisc.stages.slice_input)
+    rois = axial_slices(masks)
+    cams_2d = None if cams is None else axial_slices(cams)
     prompts = [
-        prompts_from_mask(masks[:, :, z], settings, None if cams is None else cams[:, :, z], slices[z])
+        prompts_from_mask(rois[z], settings, None if cams_2d is None else cams_2d[z], slices[z])
         for z in range(depth)
     ]
-    return np.moveaxis(segmenter.segment(slices, prompts), 0, -1)
+    return volume_from_slices(segmenter.segment(slices, prompts))

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["model_input_slices", "model_input_volume", "axial_slices", "brain_of", "background_mask"]
+__all__ = ["model_input_slices", "model_input_volume", "axial_slices", "volume_from_slices", "brain_of",
+           "background_mask", "SLICE_ORIENTATION"]
+
+#: What a 2D model sees of axial slice z: ``vol[:, :, z].T`` (rows = y, columns = x), as the public
+#: code's SimpleITK ``image_3d[z, :, :]`` of a (z, y, x) array; part of every stage cache key.
+SLICE_ORIENTATION = "rows=y,cols=x"
 
 
 def model_input_slices(slices: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
@@ -44,8 +49,19 @@ def model_input_slices(slices: np.ndarray, brain: np.ndarray | None = None) -> n
 
 
 def axial_slices(volume: np.ndarray, zs: np.ndarray | slice | None = None) -> np.ndarray:
-    """Axial slices ``volume[:, :, z]`` for ``z`` in ``zs`` (all by default) as ``NxXxY``, no transposition."""
-    return np.moveaxis(volume[:, :, slice(None) if zs is None else zs], 2, 0)
+    """Axial slices ``volume[:, :, z].T`` for ``z`` in ``zs`` (all by default) as ``NxHxW`` with
+    H = y (rows; on BraTS, anterior at the top) and W = x (columns): the display layout every 2D
+    model sees. :func:`volume_from_slices` is its exact inverse."""
+    return np.transpose(volume[:, :, slice(None) if zs is None else zs], (2, 1, 0))
+
+
+def volume_from_slices(slices: np.ndarray) -> np.ndarray:
+    """Slices ``NxHxW`` (H = y, W = x; a 2D model's output) back in volume layout ``XxYxN``: the
+    exact inverse of :func:`axial_slices`, so ``out[:, :, i] = slices[i].T``."""
+    slices = np.asarray(slices)
+    if slices.ndim != 3:
+        raise ValueError(f"expected slices NxHxW, got shape {slices.shape}")
+    return np.transpose(slices, (2, 1, 0))
 
 
 def model_input_volume(image: np.ndarray, brain: np.ndarray | None = None,
@@ -54,7 +70,7 @@ def model_input_volume(image: np.ndarray, brain: np.ndarray | None = None,
     with its brain mask ``XxYxZ``, returned in volume layout ``XxYxN`` float32."""
     slices = axial_slices(image, zs)
     masks = None if brain is None else axial_slices(brain, zs)
-    return np.moveaxis(model_input_slices(slices, masks), 0, 2)
+    return volume_from_slices(model_input_slices(slices, masks))
 
 
 def background_mask(image: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Stage 1: CLIP zero-shot slice labels (paper section 2.1.1, METHOD.md sections 2.1 and 3).
 
-Each axial slice ``image[:, :, z]`` is scored against two prompts; the tumour probability is the
+Each axial slice ``image[:, :, z].T`` (``clisc.stages.slice_input.axial_slices``) is scored against two prompts; the tumour probability is the
 softmax over ``logit_scale * cosine`` of the (normal, tumour) prompts, index 1 = tumour. Labels are
 1 (tumour), 0 (normal) or -1 (dropped by the code's confidence filter). The code's z smoothing and
 its PIL truncation of the z-scored slice are switches, off by default (paper protocol).
@@ -143,7 +143,7 @@ def label_volume(clip: ClipLike, image: np.ndarray, settings: SliceLabelSettings
     CLIP; it counts as a kept normal slice in the z smoothing.
     """
     image = np.asarray(image, dtype=np.float32)
-    slices = axial_slices(image)  # ZxXxY
+    slices = axial_slices(image)  # ZxYxX
     has_content = (slices.max(axis=(1, 2)) > slices.min(axis=(1, 2)))
     labels = np.zeros(slices.shape[0], dtype=np.int8)
     if has_content.any():

@@ -89,6 +89,7 @@ def test_real_slices_keep_the_tumour_bright_and_maps_stay_in_the_brain(brats_sam
     from baselines.settings import ConstrainedVaeSettings
     from clisc.data.discovery import discover_cases
     from clisc.data.preprocessing import load_volumes
+    from clisc.stages.slice_input import axial_slices
 
     volume = load_volumes(discover_cases(brats_sample)[:1], progress=False)[0]
     z = int(np.argmax(volume.label.sum(axis=(0, 1))))
@@ -96,7 +97,7 @@ def test_real_slices_keep_the_tumour_bright_and_maps_stay_in_the_brain(brats_sam
     raw, masks = resized_inputs(volume, np.array([z]), 64)
     reference = reference_quantiles(brain_histogram(raw, masks))
     images, eroded = prepare(volume, np.array([z]), settings, reference)
-    tumour = resize_masks(volume.label[None, :, :, z].astype(bool), 64) & eroded
+    tumour = resize_masks(axial_slices(volume.label, [z]).astype(bool), 64) & eroded  # as the VAE sees it
     assert images[tumour].mean() > images[eroded & ~tumour].mean() + 0.1
     torch.manual_seed(0)
     trained = TrainedVae(build_vae(settings).eval(), reference)

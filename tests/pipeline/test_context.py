@@ -30,3 +30,12 @@ def test_half_precision_on_cpu_stops_the_run_before_any_stage(setting: str, tiny
         run_method("clisc", tiny_brats_dir, profile="tiny", overrides={setting: "bf16"}, cache_root=tmp_path,
                    progress=False, echo=lines.append)
     assert lines == [] and not (tmp_path / "preprocessed").exists()
+
+
+def test_the_slice_orientation_is_part_of_every_stage_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries computed when the 2D models saw another view of a slice are never served."""
+    import clisc.pipeline.context as context
+
+    before = RunContext.key("cams", {"a": 1}, ["input"])
+    monkeypatch.setattr(context, "SLICE_ORIENTATION", "rows=x,cols=y")
+    assert RunContext.key("cams", {"a": 1}, ["input"]) != before

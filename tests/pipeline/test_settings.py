@@ -35,7 +35,7 @@ CODE_CHOICES = [
     ("cam.train_gate", "labels", "classifier"),
     ("cam.postprocess", False, True),
     ("cam.postprocess_scored", False, True),
-    ("sam.brain_only", False, True),
+    ("sam.brain_only", False, False),
     ("s3f.largest_component", False, True),
     ("s3f.drop_empty_predictions", False, True),
     ("amda.mode", "paper", "official"),

@@ -29,7 +29,8 @@ def test_sam_masks_are_restricted_to_the_brain_only_by_the_switch(monkeypatch, b
     monkeypatch.setattr(steps_seg, "segment_volume", lambda image, roi, prompts, sam: np.ones(image.shape, bool))
     out = steps_seg.sam_volume(volume, np.ones(image.shape, bool), PromptSettings(), None, brain_only)
     assert np.array_equal(out, volume.brain) if brain_only else out.all()
-    assert not resolve_settings().sam.brain_only and resolve_settings("official").sam.brain_only
+    # the code's `img_array != 0` on whole-box z-scored images (background -mean/std) keeps everything
+    assert not resolve_settings().sam.brain_only and not resolve_settings("official").sam.brain_only
 
 
 @pytest.mark.slow
@@ -63,3 +64,15 @@ def test_beta_and_round2_targets_reuse_the_s3f_stage(synthetic_dataset, clisc_ca
     lines: list[str] = []
     _run("clisc", synthetic_dataset, clisc_cache, lines, **overrides)
     assert {line.split()[1] for line in lines if "computed" in line} == {"unet_round2", "predictions"}
+
+
+@pytest.mark.brats_sample
+def test_the_codes_nonzero_mask_keeps_every_voxel_of_an_official_image(brats_sample: Path) -> None:
+    """Why ``official`` leaves ``sam.brain_only`` off: the code's ``img_array != 0`` on its whole-box
+    z-scored image (background -mean/std) is true everywhere, so it never restricts SAM."""
+    from clisc.data.discovery import discover_cases
+    from clisc.data.io import load_case
+    from clisc.data.preprocessing import PreprocessSettings, preprocess
+
+    volume = preprocess(load_case(discover_cases(brats_sample)[0]), PreprocessSettings(mode="official"))
+    assert (volume.image != 0).all() and volume.brain.mean() < 0.8

@@ -10,6 +10,7 @@ from segment_anything import SamPredictor
 
 from clisc.errors import CliscError
 from clisc.foundation.sam import load_sam
+from clisc.stages.slice_input import axial_slices
 from clisc.stages.prompts import PROMPT_VARIANTS, PromptSettings, SamPrompt, prompts_from_mask
 from clisc.stages.pseudo_labels import (
     EmbeddingCache,
@@ -143,17 +144,17 @@ def test_memory_cache_keeps_the_most_recent_entries() -> None:
 
 def test_segment_volume_prompts_each_axial_slice(tiny_sam, encoder_batches: list[int]) -> None:
     slices, masks = slices_and_masks(3, seed=4)
-    image = np.zeros((H, W, 5), dtype=np.float32)
-    rois = np.zeros((H, W, 5), dtype=bool)
+    image = np.zeros((W, H, 5), dtype=np.float32)  # XxYxZ: SAM sees each slice transposed, HxW = YxX
+    rois = np.zeros((W, H, 5), dtype=bool)
     for z, (image_slice, mask) in zip((0, 2, 3), zip(slices, masks)):
-        image[:, :, z], rois[:, :, z] = image_slice, mask
+        image[:, :, z], rois[:, :, z] = image_slice.T, mask.T
     image[:, :, 4] = 1.0  # an image slice without ROI
     segmenter = SamSegmenter(tiny_sam, batch_size=8)
     volume = segment_volume(image, rois, PromptSettings(), segmenter)
-    assert volume.shape == (H, W, 5) and volume.dtype == bool
+    assert volume.shape == (W, H, 5) and volume.dtype == bool
     assert not volume[:, :, 1].any() and not volume[:, :, 4].any()
     expected = segmenter.segment(slices, [prompts_from_mask(m, PromptSettings()) for m in masks])
-    np.testing.assert_array_equal(np.moveaxis(volume[:, :, [0, 2, 3]], -1, 0), expected)
+    np.testing.assert_array_equal(axial_slices(volume, [0, 2, 3]), expected)
     assert encoder_batches == [3, 3]
 
 
@@ -263,3 +264,52 @@ def test_disk_writes_in_the_background_are_never_missed(tmp_path: Path) -> None:
     assert found is not None and float(found[0, 0, 0]) == ord("a")
     cache.flush()
     assert sorted(p.stem for p in (tmp_path / "m").glob("*.npy")) == list("abcd")
+
+
+class _RecordingSegmenter:
+    """Stands in for SAM: keeps the slices and prompts it is given, returns each prompt's box as a mask."""
+
+    def __init__(self) -> None:
+        self.slices: list[np.ndarray] = []
+        self.prompts: list = []
+
+    def segment(self, slices, prompts) -> np.ndarray:
+        self.slices, self.prompts = list(slices), list(prompts)
+        out = np.zeros((len(slices),) + slices[0].shape, bool)
+        for i, prompt in enumerate(prompts):
+            if prompt is not None:
+                x0, y0, x1, y1 = prompt.box.astype(int)
+                out[i, y0:y1 + 1, x0:x1 + 1] = True  # SAM's box: x = column, y = row
+        return out
+
+
+def test_official_points_are_the_public_codes_on_its_yx_slice() -> None:
+    """On an asymmetric ROI, the 5 official points equal the public code's ``np.where`` picks on its
+    SimpleITK slice ``image_3d[z]`` (rows = y, columns = x) as ``[column, row]``; the box mask SAM
+    returns lands back on the ROI's voxels in the ``XxYxZ`` volume."""
+    from clisc.stages.pseudo_labels import segment_volume
+
+    rng = np.random.default_rng(3)
+    image = rng.random((30, 44, 2)).astype(np.float32)  # XxYxZ
+    roi = np.zeros(image.shape, bool)
+    roi[4:9, 10:30, 1] = True  # narrow in x, long in y
+    roi[9:20, 25:28, 1] = True  # an L: not symmetric under transposition
+    seg = _RecordingSegmenter()
+    settings = PromptSettings("official", box_dilation=0)
+    out = segment_volume(image, roi, settings, seg)
+    assert seg.slices[1].shape == (44, 30)  # what SAM sees: rows = y, columns = x
+
+    zyx_image, zyx_cam = image.transpose(2, 1, 0), roi.transpose(2, 1, 0).astype(np.float64)  # sitk arrays
+    img = zyx_image[1].astype(np.float64)
+    masked = zyx_cam[1] * (img - img.min()) / (img.max() - img.min())
+    threshold = np.histogram(masked, bins=10, range=[masked.min(), masked.max()])[1][-5]
+    rows, cols = np.where(masked >= threshold)
+    n = len(rows)
+    code_points = [[cols[i], rows[i]] for i in (0, n - 1, int(n / 2), int(n / 3), int(n / 3 * 2))]
+    np.testing.assert_array_equal(seg.prompts[1].points[:5], code_points)
+    ys, xs = np.nonzero(zyx_cam[1])
+    np.testing.assert_array_equal(seg.prompts[1].box, [xs.min(), ys.min(), xs.max(), ys.max()])
+    assert out.shape == image.shape and not out[:, :, 0].any()
+    box = np.zeros(image.shape[:2], bool)
+    box[4:20, 10:30] = True  # the ROI's bounding box in x, y
+    np.testing.assert_array_equal(out[:, :, 1], box)

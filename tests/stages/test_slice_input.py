@@ -15,7 +15,15 @@ from clisc.pipeline.steps_cam import brain_slices, classifier_input
 from clisc.pipeline.steps_seg import sam_volume
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import SamSegmenter
-from clisc.stages.slice_input import background_mask, brain_of, model_input_slices, model_input_volume
+from clisc.stages.slice_input import (
+    SLICE_ORIENTATION,
+    axial_slices,
+    background_mask,
+    brain_of,
+    model_input_slices,
+    model_input_volume,
+    volume_from_slices,
+)
 from clisc.stages.slice_labels import SliceLabelSettings, label_volume
 
 
@@ -71,6 +79,16 @@ def test_volume_form_and_derived_brain() -> None:
     np.testing.assert_array_equal(brain_of(hand_made), mask)
 
 
+def test_a_model_sees_the_transposed_slice_and_its_output_goes_back_exactly() -> None:
+    volume = np.arange(3 * 4 * 5).reshape(3, 4, 5)  # XxYxZ, every side different
+    slices = axial_slices(volume, [1, 3])
+    assert slices.shape == (2, 4, 3)  # NxHxW = NxYxX
+    np.testing.assert_array_equal(slices[0], volume[:, :, 1].T)
+    np.testing.assert_array_equal(volume_from_slices(axial_slices(volume)), volume)
+    np.testing.assert_array_equal(volume_from_slices(slices), volume[:, :, [1, 3]])
+    assert SLICE_ORIENTATION == "rows=y,cols=x"
+
+
 # ------------------------------------------------- a real BraTS case, through the pipeline's calls
 class RecordingClip:
     """CLIP stand-in that keeps every image batch it is given (``Nx3xSxS``)."""
@@ -93,7 +111,7 @@ def _resized_masks(brain: np.ndarray, zs: np.ndarray, size: int) -> np.ndarray:
     """Brain masks of slices ``zs`` resized like the images (antialiased bilinear): ``NxSxS`` in [0, 1]."""
     from clisc.stages.slice_labels import resize_slices
 
-    return resize_slices(np.moveaxis(brain[:, :, zs], 2, 0).astype(np.float32), size)[:, 0].numpy()
+    return resize_slices(axial_slices(brain, zs).astype(np.float32), size)[:, 0].numpy()
 
 
 def _assert_black_background(images: np.ndarray, fraction_brain: np.ndarray, what: str) -> None:
@@ -149,5 +167,49 @@ def test_sam_input_has_a_black_background(real_volume: Volume, monkeypatch, equa
     assert len(seen) == len(zs)
     images = np.stack([s[:, :, 0] for s in seen]).astype(np.float32) / 255
     assert all((s[:, :, 0] == s[:, :, 2]).all() for s in seen)
-    masks = np.moveaxis(real_volume.brain[:, :, zs], 2, 0).astype(np.float32)
+    masks = axial_slices(real_volume.brain, zs).astype(np.float32)
     _assert_black_background(images, masks, "SAM input")
+
+
+@pytest.fixture(scope="module")
+def long_brain_volume(brats_sample) -> Volume:
+    """A sample case whose brain is clearly longer front to back than side to side (not all are)."""
+    cases = {c.case_id: c for c in discover_cases(brats_sample)}
+    case = cases.get("Brats18_TCIA02_135_1") or pytest.skip("sample case Brats18_TCIA02_135_1 absent")
+    return preprocess(load_case(case), PreprocessSettings(mode="paper"))
+
+
+@pytest.mark.brats_sample
+def test_a_2d_model_sees_the_anterior_brain_at_the_top(long_brain_volume: Volume) -> None:
+    """What a model sees has rows = the anterior-posterior axis with anterior at the top (the
+    radiological display, as the public code's ``image_3d[z, :, :]``): the brain is longer from front
+    to back than from side to side, so its extent in rows exceeds its extent in columns; and the
+    affine (BraTS: diag(-1, -1, 1)) sends a growing row index towards posterior (world y falls)."""
+    real_volume = long_brain_volume
+    zs = brain_slices(real_volume)
+    z = int(zs[len(zs) // 2])
+    image = axial_slices(model_input_volume(real_volume.image, real_volume.brain, [z]))[0]
+    brain = axial_slices(real_volume.brain, [z])[0]
+    assert image.shape == brain.shape == real_volume.image.shape[1::-1]  # rows = y, columns = x
+    rows, cols = np.flatnonzero(brain.any(axis=1)), np.flatnonzero(brain.any(axis=0))
+    assert rows[-1] - rows[0] > 1.1 * (cols[-1] - cols[0])  # front-to-back runs down the rows
+    world = real_volume.affine @ np.array([[cols[0], rows[0], z, 1], [cols[0], rows[-1], z, 1]], float).T
+    assert world[1, 0] > world[1, 1]  # the top row is the most anterior (RAS +y = anterior)
+    # the brain's centre of mass sits in the same place in both layouts
+    com_display = np.argwhere(brain).mean(axis=0)  # (row, column)
+    com_volume = np.argwhere(real_volume.brain[:, :, z]).mean(axis=0)  # (x, y)
+    np.testing.assert_allclose(com_display, com_volume[::-1])
+
+
+@pytest.mark.brats_sample
+def test_a_cam_drawn_on_the_display_slice_goes_back_to_the_same_voxels(real_volume: Volume) -> None:
+    zs = brain_slices(real_volume)[::20]
+    display = axial_slices(real_volume.brain, zs)  # NxYxX, as a CAM or SAM mask comes out
+    cam = np.where(display, np.linspace(0, 1, display.shape[1])[None, :, None], 0.0)  # grows down the rows
+    back = np.zeros(real_volume.image.shape, np.float32)
+    back[:, :, zs] = volume_from_slices(cam)
+    np.testing.assert_array_equal(back[:, :, zs] > 0, real_volume.brain[:, :, zs] & (back[:, :, zs] > 0))
+    y = np.arange(real_volume.image.shape[1])
+    inside = real_volume.brain[:, :, zs[0]]
+    np.testing.assert_allclose(back[:, :, zs[0]][inside], np.broadcast_to(
+        np.linspace(0, 1, len(y))[None, :], inside.shape)[inside])
