@@ -21,7 +21,7 @@ def launch_slurm(
     try:
         import submitit
     except ImportError:
-        raise CliscError("--launcher slurm needs submitit: pip install -e .[slurm]") from None
+        raise CliscError("--launcher slurm needs submitit: pip install -e .[ops]") from None
     executor = submitit.AutoExecutor(folder=options.log_dir, slurm_max_num_timeout=options.retries)
     params: dict[str, Any] = {"timeout_min": options.time_min, "cpus_per_task": options.cpus_per_job,
                               "slurm_array_parallelism": options.array_parallelism, **dict(options.extra)}
