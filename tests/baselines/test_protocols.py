@@ -67,3 +67,18 @@ def test_the_run_logs_which_protocol_keys_it_left_out(synthetic_dataset: Path, t
     assert "sam.equalize" in result.tags["protocol_left_out"] and result.tags["protocol"] == "official"
     assert any("keeps its own settings" in line and "slice_labels.z_smoothing" in line for line in lines)
     assert result.params["slice_labels.z_smoothing"] is False and result.params["preprocess.mode"] == "paper"
+
+
+def test_healthy_slices_share_clisc_s_stage_1_under_paper_and_not_its_official_rule(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    from baselines.healthy import healthy_slices
+    from clisc.pipeline.steps_cam import clip_labels
+
+    def keys(protocol: str) -> tuple[str, str]:
+        ctx = RunContext(synthetic_dataset, method_settings(all_methods()["clisc"], protocol, "tiny", {}),
+                         cache_root=tmp_path / "cache", progress=False, echo=lambda _: None)
+        return healthy_slices(ctx)[0], clip_labels(ctx)[0]
+
+    (healthy, clisc), (healthy_official, clisc_official) = keys("paper"), keys("official")
+    assert healthy == f"healthy-clip-{clisc}"
+    assert clisc_official != clisc and not healthy_official.endswith(clisc_official)
