@@ -153,6 +153,7 @@ def run_method(
         "label_free": str(method.label_free and not gt_used).lower(),
         "weights": ";".join(f"{k}={v.split('=', 1)[-1]}" for k, v in sorted(ctx.weights.items())) or "none",
         "dataset": ctx.fingerprint,
+        "dataset_content": ctx.content_key,
         "synthetic_data": str(synthetic).lower(),
         "git_commit": git_commit(),
         "split_file": ctx.split_path.name,
