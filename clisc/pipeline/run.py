@@ -139,7 +139,8 @@ def run_method(
     _, preds = resolve_output(method.output)(ctx, split)
     volumes = ctx.volumes(split)
     saved = Path(out_dir) / "predictions" if save_predictions and out_dir is not None else None
-    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"))
+    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"),
+                              empty_prediction=settings.evaluation.empty_prediction)
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
     gt_used = ground_truth_uses(settings, method.gt_switches) + (["validation_scoring"] if split != "test" else [])
     if settings_file is not None and settings_file.tuned_on_labels:

@@ -16,6 +16,7 @@ import yaml
 from baselines.settings import BaselineSettings
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
+from clisc.evaluation.evaluate import EvaluationSettings
 from clisc.pipeline.layers import load_layer
 from clisc.pipeline.result import flatten
 from clisc.stages.amda import AmdaSettings
@@ -126,6 +127,7 @@ class Settings:
     s3f: S3FSettings = field(default_factory=S3FSettings)
     gt: GroundTruthSwitches = field(default_factory=GroundTruthSwitches)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)  # Table 1's other rows
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)  # scoring conventions, no stage
 
     @property
     def label_free(self) -> bool:

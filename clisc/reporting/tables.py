@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from clisc.evaluation import SIZE_GROUPS, bootstrap_ci, paired_wilcoxon, summarize
+from clisc.evaluation import (SIZE_GROUPS, EvaluationSettings, bootstrap_ci, paired_wilcoxon, run_evaluation_settings,
+                              summarize)
 from clisc.pipeline.folds import folds_note, pool_folds
 from clisc.pipeline.result import MethodResult
 from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
@@ -56,9 +57,27 @@ def by_method(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
 
 
 def seed_mean_summary(runs: Sequence[MethodResult]) -> dict[str, float]:
-    """``summarize`` of each seed's per-case table, averaged over seeds (mean of per-seed means/stds)."""
-    per_seed = pd.DataFrame([{k: float(v) for k, v in summarize(r.per_case).items()} for r in runs])
+    """``summarize`` of each seed's per-case table, averaged over seeds (mean of per-seed means/stds);
+    each run's stds with its own ``evaluation.std_ddof``."""
+    per_seed = pd.DataFrame([{k: float(v) for k, v in summarize(
+        r.per_case, ddof=run_evaluation_settings(r.params).std_ddof).items()} for r in runs])
     return per_seed.mean(skipna=True).to_dict()
+
+
+def convention_notes(grouped: dict[str, list[MethodResult]]) -> list[str]:
+    """The scoring convention(s) of the rows (``evaluation.*`` settings of their runs): one note when all
+    rows share one, else one per convention naming its rows (their numbers are then not comparable)."""
+    rows: dict[EvaluationSettings, list[str]] = {}
+    for method, runs in grouped.items():
+        for convention in dict.fromkeys(run_evaluation_settings(r.params) for r in runs):
+            rows.setdefault(convention, []).append(method_title(method))
+    def name(c: EvaluationSettings) -> str:
+        return f"evaluation.empty_prediction={c.empty_prediction}, evaluation.std_ddof={c.std_ddof}"
+    if len(rows) == 1:
+        (convention,) = rows
+        return [f"Scoring: {convention.describe()} ({name(convention)}; docs/METRICS.md)."]
+    return ["WARNING: the rows were scored under different conventions; their numbers are not comparable."] + [
+        f"Scoring of {', '.join(methods)}: {c.describe()} ({name(c)})." for c, methods in rows.items()]
 
 
 def case_means(runs: Sequence[MethodResult], column: str) -> pd.Series:
@@ -197,7 +216,7 @@ def _notes(grouped: dict[str, list[MethodResult]], warnings: Sequence[str] = ())
         "label-free: from the runs' tags (label_free, gt_switches); 'no' when any run read ground truth "
         "outside test scoring (the note names how); empty for rows that did not run.",
         "Δ: ours minus the paper's published mean.",
-    ]
+    ] + convention_notes(grouped)
     if any(folds_note(r) for runs in grouped.values() for r in runs):
         notes.append("Cross-validation: the per-case rows of all folds are pooled (cases = every case once; "
                      "p pairs cases by id).")
@@ -287,7 +306,7 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
     df = pd.DataFrame(rows)
     df.attrs["notes"] = [line for line in _notes(grouped, warnings) if line.startswith("WARNING")] + [
         "Mean per size group (quintiles of ground-truth tumour volume); several seeds: mean of per-seed means."
-    ]
+    ] + convention_notes(grouped)
     df.attrs["warnings"] = warnings
     return df
 
