@@ -189,7 +189,7 @@ def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
     """What scoring a prediction against SAM reads (the S3F stage's and the search criterion's key)."""
     s = ctx.settings
     return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
-            "drop_empty": s.s3f.drop_empty_predictions, "equalize": s.sam.equalize,
+            "empty_prediction": s.s3f.empty_prediction, "equalize": s.sam.equalize,
             "brain_only": s.sam.brain_only, "model": sam.model_tag}
 
 
@@ -232,7 +232,7 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     if s.s3f.round2_targets == "pseudo_labels":
         pseudo_key, pseudo = sam_pseudo_labels(ctx, "train")
         inputs.append(pseudo_key)
-    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets}
+    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets, "keep_rule": s.s3f.keep_rule}
     return train_network(ctx, "unet_round2", inputs, lambda: select_targets(scores, s.s3f, pseudo)[1], reads)
 
 
@@ -259,7 +259,7 @@ def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]],
         return json.loads((path / "agreement.json").read_text())
 
     reads = {**_s3f_reads(ctx, sam), "split": split}
-    reads.pop("drop_empty")  # not read: an empty mask scores 0 here
+    reads.pop("empty_prediction")  # not read: an empty mask scores 0 here
     return ctx.stage("sam_agreement", reads, [output_key, ctx.volumes_key], compute, load)
 
 
