@@ -91,6 +91,8 @@ class SamSettings:
     batch_size: int = 8
     equalize: bool = False  # the code equalises the slice histogram before SAM
     brain_only: bool = False  # SAM's masks zeroed outside the brain (the code's `image != 0` never does it)
+    # a training case whose ROIs are all empty gets no SAM pseudo-label and round 1 leaves it out (the code)
+    skip_empty_rois: bool = False
     # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"
