@@ -44,10 +44,12 @@ def sam_volume(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: Sa
     return masks & brain if brain_only else masks
 
 
-def segmenter(ctx: RunContext) -> SamSegmenter:
-    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content)."""
+def segmenter(ctx: RunContext, equalize: bool | None = None) -> SamSegmenter:
+    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content);
+    ``equalize``: a baseline's own histogram equalisation (default: CLISC's ``sam.equalize``)."""
     s = ctx.settings
-    memo = ("segmenter", "")
+    equalize = s.sam.equalize if equalize is None else equalize
+    memo = ("segmenter", f"equalize={equalize}")
     if memo not in ctx._memo:
         arch = sam_arch(s.foundation)
         sam, record = load_sam_cached(arch, s.foundation.weights, ctx.device)
@@ -55,7 +57,7 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
         directory = ctx.cache_root / "sam_embeddings" if s.sam.embedding_cache == "disk" else None
         cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
         tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
-        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag,
+        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, equalize, cache, ctx.device, model_tag=tag,
                                        precision=s.sam.precision)
     return ctx._memo[memo]
 
