@@ -202,7 +202,7 @@ def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | N
     ``run_id``) and training resumes from them; ``on_epoch(epoch, {"loss": ..., parts})`` is called
     before that save.
     """
-    check_patch(unet)
+    check_patch(unet, axial_rotation=True)  # its own axial rot90 of the patch
     device = torch.device(device)
     check_precision(unet.precision, device, "unet.precision")
     steps = settings.iterations_per_epoch or math.ceil(len(volumes) / unet.batch_size)

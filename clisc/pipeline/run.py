@@ -143,7 +143,8 @@ def run_method(
     _, preds = resolve_output(method.output)(ctx, split)
     volumes = ctx.volumes(split)
     saved = Path(out_dir) / "predictions" if save_predictions and out_dir is not None else None
-    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"))
+    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"),
+                              empty_prediction=settings.evaluation.empty_prediction)
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
     gt_used = ground_truth_tags(method, settings, settings_file) + (["validation_scoring"] if split != "test" else [])
     tags = {
@@ -156,6 +157,7 @@ def run_method(
         "protocol_left_out": ",".join(protocol_layer(protocol, method.protocol_scope)[1]) or "none",
         "weights": ";".join(f"{k}={v.split('=', 1)[-1]}" for k, v in sorted(ctx.weights.items())) or "none",
         "dataset": ctx.fingerprint,
+        "dataset_content": ctx.content_key,
         "synthetic_data": str(synthetic).lower(),
         "git_commit": git_commit(),
         "split_file": ctx.split_path.name,

@@ -25,7 +25,8 @@ from clisc.pipeline.result import MethodResult
 
 OBJECTIVES = {"validation_dice": "dsc_mean", "label_free": "sam_agreement"}
 # settings read only by the outputs listed (a search of them over another output would be blind)
-READ_ONLY_BY = {"s3f.beta": ("unet_round2",), "s3f.round2_targets": ("unet_round2",)}
+READ_ONLY_BY = {"s3f.beta": ("unet_round2",), "s3f.round2_targets": ("unet_round2",),
+                "s3f.keep_rule": ("unet_round2",)}
 
 
 def check_space(method: str, space: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ import yaml
 from baselines.settings import BaselineSettings
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
+from clisc.evaluation.evaluate import EvaluationSettings
 from clisc.pipeline.layers import load_layer
 from clisc.pipeline.result import flatten
 from clisc.stages.amda import AmdaSettings
@@ -92,6 +93,8 @@ class SamSettings:
     batch_size: int = 8
     equalize: bool = False  # the code equalises the slice histogram before SAM
     brain_only: bool = False  # SAM's masks zeroed outside the brain (the code's `image != 0` never does it)
+    # a training case whose ROIs are all empty gets no SAM pseudo-label and round 1 leaves it out (the code)
+    skip_empty_rois: bool = False
     # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"
@@ -128,6 +131,7 @@ class Settings:
     s3f: S3FSettings = field(default_factory=S3FSettings)
     gt: GroundTruthSwitches = field(default_factory=GroundTruthSwitches)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)  # Table 1's other rows
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)  # scoring conventions, no stage
 
     @property
     def label_free(self) -> bool:
