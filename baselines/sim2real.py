@@ -270,10 +270,12 @@ def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, devic
 
 
 def sim2real_unet(ctx: RunContext) -> UNetSettings:
-    """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, and
-    its own ``inference`` (not CLISC's ``unet.inference``)."""
+    """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, its
+    own ``inference`` (not CLISC's ``unet.inference``) and its own patch augmentation (axial rot90 /
+    flips of its patches, whatever CLISC's ``unet.augmentation``)."""
     inference = ctx.settings.baselines.sim2real.inference
-    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=inference)
+    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=inference,
+                               augmentation=UNetSettings.augmentation)
 
 
 def training_key(unet: UNetSettings) -> dict:
