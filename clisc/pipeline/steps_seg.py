@@ -44,10 +44,12 @@ def sam_volume(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: Sa
     return masks & brain if brain_only else masks
 
 
-def segmenter(ctx: RunContext) -> SamSegmenter:
-    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content)."""
+def segmenter(ctx: RunContext, equalize: bool | None = None) -> SamSegmenter:
+    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content);
+    ``equalize``: a baseline's own histogram equalisation (default: CLISC's ``sam.equalize``)."""
     s = ctx.settings
-    memo = ("segmenter", "")
+    equalize = s.sam.equalize if equalize is None else equalize
+    memo = ("segmenter", f"equalize={equalize}")
     if memo not in ctx._memo:
         arch = sam_arch(s.foundation)
         sam, record = load_sam_cached(arch, s.foundation.weights, ctx.device)
@@ -55,7 +57,7 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
         directory = ctx.cache_root / "sam_embeddings" if s.sam.embedding_cache == "disk" else None
         cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
         tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
-        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag,
+        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, equalize, cache, ctx.device, model_tag=tag,
                                        precision=s.sam.precision)
     return ctx._memo[memo]
 
@@ -221,7 +223,7 @@ def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
     """What scoring a prediction against SAM reads (the S3F stage's and the search criterion's key)."""
     s = ctx.settings
     return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
-            "drop_empty": s.s3f.drop_empty_predictions, "equalize": s.sam.equalize,
+            "empty_prediction": s.s3f.empty_prediction, "equalize": s.sam.equalize,
             "brain_only": s.sam.brain_only, "model": sam.model_tag}
 
 
@@ -264,7 +266,7 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     if s.s3f.round2_targets == "pseudo_labels":
         pseudo_key, pseudo = sam_pseudo_labels(ctx, "train")
         inputs.append(pseudo_key)
-    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets}
+    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets, "keep_rule": s.s3f.keep_rule}
     return train_network(ctx, "unet_round2", inputs, lambda: select_targets(scores, s.s3f, pseudo)[1], reads)
 
 
@@ -291,7 +293,7 @@ def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]],
         return json.loads((path / "agreement.json").read_text())
 
     reads = {**_s3f_reads(ctx, sam), "split": split}
-    reads.pop("drop_empty")  # not read: an empty mask scores 0 here
+    reads.pop("empty_prediction")  # not read: an empty mask scores 0 here
     return ctx.stage("sam_agreement", reads, [output_key, ctx.volumes_key], compute, load)
 
 

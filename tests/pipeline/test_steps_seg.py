@@ -59,7 +59,7 @@ def clisc_cache(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{"s3f.beta": 60.0}, {"s3f.round2_targets": "pseudo_labels"},
-                                       {"s3f.round2_targets": "network"}])
+                                       {"s3f.round2_targets": "network"}, {"s3f.keep_rule": "count"}])
 def test_beta_and_round2_targets_reuse_the_s3f_stage(synthetic_dataset, clisc_cache, overrides):
     lines: list[str] = []
     _run("clisc", synthetic_dataset, clisc_cache, lines, **overrides)
