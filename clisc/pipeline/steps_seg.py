@@ -196,7 +196,7 @@ def round1_targets(labels: dict[str, np.ndarray], rois: dict[str, np.ndarray],
                     len(labels) - len(kept), len(labels))
     if not kept:
         raise CliscError("round 1: every training case has an empty ROI, nothing to train on "
-                         "(sam.skip_empty_rois=true)")
+                         "(sam.skip_empty_rois=true; --set sam.skip_empty_rois=false trains on the empty pseudo-labels)")
     return LazyMapping(kept, labels.__getitem__)
 
 
