@@ -46,6 +46,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")
+_SUPPRESS_URLS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 def default_tracking_uri(project_dir: Path | None = None) -> str:
@@ -213,8 +214,21 @@ class ExperimentRecorder:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.results: list[MethodResult] = []
+        self._saved_suppress: str | None = None
+
+    def run_link(self) -> str | None:
+        """The parent run's page in the model-training view, for a tracking server (``http(s)://``)."""
+        from clisc.tracking.ui import run_url
+
+        if not self.tracking_uri.startswith(("http://", "https://")) or self.parent_run_id is None:
+            return None
+        return run_url(self.tracking_uri.rstrip("/"), self.experiment_id, self.parent_run_id)
 
     def __enter__(self) -> ExperimentRecorder:
+        # MLflow prints a "View run" link per finished run of a server, without the model-training view
+        # (it opens as GenAI): run_link() gives the parent's instead
+        self._saved_suppress = os.environ.get(_SUPPRESS_URLS_ENV)
+        os.environ[_SUPPRESS_URLS_ENV] = "true"
         check_tracking_store(self.tracking_uri)  # one line now, not a hang before or after the work
         self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)  # (a client opens its store at once)
         description = self.spec.get("description")
@@ -280,6 +294,16 @@ class ExperimentRecorder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        try:
+            self._close(exc_type)
+        finally:
+            if self._saved_suppress is None:
+                os.environ.pop(_SUPPRESS_URLS_ENV, None)
+            else:
+                os.environ[_SUPPRESS_URLS_ENV] = self._saved_suppress
+
+    def _close(self, exc_type: type[BaseException] | None) -> None:
+        """The parent's summary and final status (FINISHED, KILLED on Ctrl-C, else FAILED)."""
         if self.parent_run_id is None:
             return
         try:
