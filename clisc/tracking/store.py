@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -110,13 +110,34 @@ def summary_metrics(per_case: pd.DataFrame) -> dict[str, float]:
 
 
 def start_child_run(
-    client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str]
+    client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str],
+    start_time: int | None = None,
 ) -> str:
-    """Create a run nested under ``parent_run_id`` (the ``mlflow.parentRunId`` tag); return its id."""
+    """Create a run nested under ``parent_run_id`` (the ``mlflow.parentRunId`` tag), started at
+    ``start_time`` (ms since the epoch; default now); return its id."""
     run = client.create_run(
-        experiment_id, run_name=name, tags={**{k: str(v) for k, v in tags.items()}, MLFLOW_PARENT_RUN_ID: parent_run_id}
+        experiment_id, start_time=start_time, run_name=name,
+        tags={**{k: str(v) for k, v in tags.items()}, MLFLOW_PARENT_RUN_ID: parent_run_id}
     )
     return run.info.run_id
+
+
+def child_run_name(result: MethodResult, swept: Sequence[str] = ()) -> str:
+    """A child's run name: the method's table title, the swept settings' values, seed and fold, e.g.
+    ``CLISC · alpha 10 · seed 0 · fold 1/4`` (what the UI's Run Name column and the paper's tables call it)."""
+    from clisc.reporting.tables import method_title
+
+    parts = [method_title(result.method)]
+    parts += [f"{key.split('.')[-1]} {result.params[key]}" for key in swept if key in result.params]
+    parts.append(f"seed {result.seed}")
+    if "fold" in result.tags:
+        parts.append(f"fold {result.tags['fold']}" + (f"/{result.tags['folds']}" if "folds" in result.tags else ""))
+    return " · ".join(parts)
+
+
+def compute_ms(result: MethodResult) -> int:
+    """Milliseconds the result's stages computed (cached stages count 0): the child run's Duration."""
+    return int(round(1000 * sum(float(t) for t in result.stage_times.values())))
 
 
 def log_flat(
@@ -253,11 +274,14 @@ class ExperimentRecorder:
         is a one-line :class:`CliscError` saying how to log the work again (nothing is recomputed)."""
         if self.parent_run_id is None or self.experiment_id is None:
             raise RuntimeError("ExperimentRecorder.log_result called outside its `with` block")
-        name = f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else "")
+        name = child_run_name(result, list(self.spec.get("sweep") or {}))
+        # the UI's Duration column is end - start: the stages' compute time, not the seconds of logging
+        end = int(time.time() * 1000)
         try:
             run_id = start_child_run(
                 self.client, self.experiment_id, self.parent_run_id, name,
                 {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed), OWNER_TAG: owner()},
+                start_time=end - compute_ms(result),
             )
             try:
                 log_result_to_run(self.client, run_id, result)
@@ -265,7 +289,7 @@ class ExperimentRecorder:
                 with contextlib.suppress(Exception):
                     self.client.set_terminated(run_id, "FAILED")
                 raise
-            self.client.set_terminated(run_id, "FINISHED")
+            self.client.set_terminated(run_id, "FINISHED", end_time=end)
         except MlflowException as err:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise CliscError(f"MLflow store {self.tracking_uri} failed while logging {name} ({reason}); its results "
