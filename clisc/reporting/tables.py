@@ -252,7 +252,23 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
     df = pd.DataFrame(rows, columns=columns)
     df.attrs["notes"] = _notes(grouped, warnings)
     df.attrs["warnings"] = warnings
+    df.attrs["row_methods"] = [spec["method"] for spec in specs]
+    df.attrs["cell_notes"] = _cell_notes(df, grouped)
     return df
+
+
+def _cell_notes(df: pd.DataFrame, grouped: dict[str, list[MethodResult]]) -> list[list]:
+    """Empty predictions and floor p-values, as cell footnotes (:mod:`clisc.reporting.footnotes`)."""
+    from clisc.reporting.footnotes import cell_notes
+
+    return cell_notes(df, grouped, REFERENCE_METHOD)
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as printed: footnote markers and footnotes (:func:`clisc.reporting.footnotes.display_table`)."""
+    from clisc.reporting.footnotes import display_table as with_footnotes
+
+    return with_footnotes(df, (RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE))
 
 
 def table1(results: Iterable[MethodResult]) -> pd.DataFrame:
@@ -308,6 +324,8 @@ def markdown_table(df: pd.DataFrame) -> str:
     def cells(values: Iterable[Any]) -> str:
         return "| " + " | ".join(str(v).replace("|", r"\|") for v in values) + " |"
 
+    df = display_table(df)
+
     lines = [cells(df.columns), "|" + "|".join("---" for _ in df.columns) + "|"]
     lines += [cells(row) for row in df.itertuples(index=False)]
     notes = df.attrs.get("notes", [])
@@ -322,8 +340,9 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
     md.write_text(markdown_table(df), encoding="utf-8")
     df.to_csv(csv, index=False)
-    caption = " ".join(df.attrs.get("notes", [])) or None
-    latex = df.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
+    shown = display_table(df)
+    caption = " ".join(shown.attrs.get("notes", [])) or None
+    latex = shown.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
     for char, command in _LATEX_UNICODE.items():
         latex = latex.replace(char, command)
     tex.write_text(latex, encoding="utf-8")
