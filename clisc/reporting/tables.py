@@ -78,9 +78,11 @@ def comparability_note(runs: Sequence[MethodResult]) -> str:
 
 
 def comparability_banners(grouped: dict[str, list[MethodResult]]) -> list[str]:
-    """One table-level warning per distinct :func:`comparability_note` of the rows."""
-    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
-    return [f"WARNING: some rows ran with {b}." for b in banners]
+    """One table-level warning per comparability note any row has (each said once, however many rows
+    and note combinations repeat it): ``every row`` or ``some rows``."""
+    notes = [comparability_note(runs) for runs in grouped.values()]
+    said = [n for n in (RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE) if any(n in row for row in notes)]
+    return [f"WARNING: {'every row' if all(n in row for row in notes) else 'some rows'} ran with {n}." for n in said]
 
 
 def runs_label_free(runs: Sequence[MethodResult]) -> bool:

@@ -27,7 +27,7 @@ import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from clisc.errors import CliscError
 from clisc.evaluation import summarize
@@ -162,7 +162,8 @@ def log_flat(
 def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodResult) -> dict[str, float]:
     """Params, summary metrics, stage times (+ ``stage_times.png``), training curves (step metrics),
     tags, the dataset input, ``per_case.csv`` and artifact files of ``result``
-    (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``)."""
+    (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``, and drawn as
+    ``qualitative.png``, which the UI previews)."""
     metrics = summary_metrics(result.per_case)
     metrics.update({f"{STAGE_TIME_PREFIX}{stage}": float(t) for stage, t in result.stage_times.items()})
     tags = {**result.tags, "method": result.method, "seed": str(result.seed)}
@@ -172,6 +173,13 @@ def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodRe
     client.log_text(run_id, result.per_case.to_csv(index=False), PER_CASE_ARTIFACT)
     for key, path in result.artifacts.items():
         log_artifact_as(client, run_id, key, Path(path))
+    if "qualitative" in result.artifacts and Path(result.artifacts["qualitative"]).suffix == ".npz":
+        from clisc.tracking.summary import qualitative_png
+
+        with tempfile.TemporaryDirectory(prefix="clisc-qualitative-") as tmp:
+            png = qualitative_png(result, Path(tmp))
+            if png is not None:
+                client.log_artifact(run_id, str(png))
     if result.stage_times:
         from clisc.tracking.summary import STAGE_TIMES_FIGURE, stage_times_figure
 
@@ -304,11 +312,14 @@ class ExperimentRecorder:
     def log_summary(self) -> list[str]:
         """The parent's table(s) and figures (artifacts) and headline metrics, from the results logged
         so far; returns the artifact names."""
-        from clisc.tracking.summary import headline_metrics, summary_files
+        from clisc.tracking.summary import description, headline_metrics, summary_files
 
         if self.parent_run_id is None or not self.results:
             return []
         metrics, tags = headline_metrics(self.results, self.spec)
+        note = description(self.experiment, self.spec, self.results)
+        if note:  # the run page's Description: the table itself, the first thing it shows
+            tags[DESCRIPTION_TAG] = note[:MAX_TAG_VAL_LENGTH]
         log_flat(self.client, self.parent_run_id, metrics=metrics, tags=tags)
         with tempfile.TemporaryDirectory(prefix="clisc-summary-") as tmp:
             files = summary_files(self.experiment, self.spec, self.results, Path(tmp))
