@@ -23,6 +23,7 @@ from clisc.evaluation.metrics import EMPTY_HD95_MM
 from clisc.pipeline.result import MethodResult
 
 NOTE_SEPARATOR = "; "
+EMPTY_GROUP = "—"
 
 
 def empty_predictions(runs: Sequence[MethodResult]) -> tuple[int, int]:
@@ -114,4 +115,21 @@ def display_table(df: pd.DataFrame, banner_notes: Sequence[str] = ()) -> pd.Data
                 out.at[i, "note"] = " ".join(notes.mark(p) for p in parts)
     out.attrs["notes"] = list(df.attrs.get("notes", [])) + notes.lines()
     out.attrs.pop("cell_notes", None)
-    return out
+    return _group_headers(out) if "group_n" in out.attrs else out
+
+
+def _group_headers(df: pd.DataFrame) -> pd.DataFrame:
+    """Size-group columns headed with their number of test cases; a group without any shows ``—``
+    in our columns (not ``n/a`` on every row) and is named in a note."""
+    counts: dict[str, int] = df.attrs["group_n"]
+    empty = [g for g, n in counts.items() if n == 0]
+    for group in empty:
+        for column in (f"DSC {group}", f"HD95 {group}"):
+            if column in df.columns:
+                df[column] = df[column].where(df[column] == "not run", EMPTY_GROUP)
+    df = df.rename(columns={f"{prefix} {g}": f"{prefix} {g} (n={n})" for g, n in counts.items()
+                            for prefix in ("DSC", "HD95")})
+    if empty:
+        df.attrs["notes"] = df.attrs["notes"] + [
+            f"{EMPTY_GROUP}: no test case in the size group{'s' if len(empty) > 1 else ''} {', '.join(empty)} (n=0)."]
+    return df

@@ -307,7 +307,19 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
         "Mean per size group (quintiles of ground-truth tumour volume); several seeds: mean of per-seed means."
     ]
     df.attrs["warnings"] = warnings
+    df.attrs["row_methods"] = [spec["method"] for spec in specs]
+    df.attrs["group_n"] = _group_counts(grouped, groups)
     return df
+
+
+def _group_counts(grouped: dict[str, list[MethodResult]], groups: Sequence[str]) -> dict[str, int]:
+    """Test cases per size group (the most any method scored: methods share the test split)."""
+    counts = {group: 0 for group in groups}
+    for runs in grouped.values():
+        cases = pd.concat([r.per_case[["case_id", "size_group"]] for r in runs]).drop_duplicates("case_id")
+        for group in groups:
+            counts[group] = max(counts[group], int((cases["size_group"] == group).sum()))
+    return counts
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

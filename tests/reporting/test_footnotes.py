@@ -47,3 +47,18 @@ def test_some_empty_predictions_are_counted(fakes) -> None:
     partly.per_case.loc[[0, 3], "empty"] = "pred"
     md = markdown_table(table2([clisc, partly]))
     assert "- [1] 2 of 5 test predictions empty" in md
+
+
+def test_size_table_gives_n_per_group_and_marks_empty_groups(fakes) -> None:
+    from clisc.reporting.tables import NOT_RUN, size_table
+
+    result = fakes.fake_result("clisc", [80, 90, 70, 60])  # cases in tiny, small, medium, large: none huge
+    df = size_table([result])
+    assert df.attrs["group_n"] == {"tiny": 1, "small": 1, "medium": 1, "large": 1, "huge": 0}
+    md = markdown_table(df)
+    header = md.splitlines()[0]
+    assert "| DSC tiny (n=1) |" in header and "| DSC huge (n=0) |" in header and "| HD95 huge (n=0) |" in header
+    clisc = next(line for line in md.splitlines() if line.startswith("| CLISC "))
+    assert "n/a" not in clisc and clisc.count("| — |") == 2
+    assert f"| {NOT_RUN} |" in next(line for line in md.splitlines() if line.startswith("| SaLIP "))
+    assert "- —: no test case in the size group huge (n=0)." in md
