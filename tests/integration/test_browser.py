@@ -55,3 +55,5 @@ def test_fresh_browser_home_experiments_table1_lands_on_runs_table(tracking_uri:
     assert "/experiments/" in location and "/runs" in location, location
     assert "workflowType=genai" not in location and "/overview" not in location, location
     assert "Run Name" in text and "table1" in text, text[:500]
+    # the result is in the table: its columns, and the parent expanded on its children (named by title)
+    assert "dsc_mean" in text and "label_free" in text and "CLISC · seed 0" in text, text[:1500]

@@ -68,6 +68,21 @@ def test_index_html_gets_the_model_training_default_once() -> None:
     assert '"mlflow.workflowType_v1": "\\"machine_learning\\""' in DEFAULT_VIEW_SCRIPT
 
 
+def test_runs_table_default_view_script() -> None:
+    import json
+    import re
+
+    from clisc.tracking.mlflow_app import RUNS_COLUMNS, RUNS_VIEW_KEY, runs_view_script
+
+    script = runs_view_script({"7": ["parentrun"]})
+    key = 'MLflowLocalStorage-1.1-ExperimentPage-["7"]-ReactComponentState'  # MLflow's own key of experiment 7
+    assert re.match(RUNS_VIEW_KEY, key).group(1) == "7"
+    views = json.loads(re.search(r"var V=(\{.*?\}\}\}),D=", script).group(1))
+    assert views["7"]["runsExpanded"] == {"parentrun": True} and views["7"]["selectedColumns"] == RUNS_COLUMNS
+    assert "metrics.`dsc_mean`" in RUNS_COLUMNS and "tags.`label_free`" in RUNS_COLUMNS
+    assert "if(v===null" in script  # a view the user saved wins
+
+
 def test_mlflow_app_serves_patched_index() -> None:
     """MLflow's Flask app, patched by the clisc app, serves index.html with the default-view script."""
     from mlflow.server import app as flask_app
