@@ -49,6 +49,10 @@ async def click_through(debug_port: int, base: str, experiment: str, parent_id: 
         await asyncio.sleep(2)
         await shot("2_runs_table.png")
         await page.click_link_to(f"/runs/{parent_id}")
+        try:  # MLflow folds a long description to its first lines
+            await page.click_text("Show more")
+        except LookupError:
+            pass
         await shot("3_parent_run.png")
         await page.goto(f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/{experiment}_dsc.png")
         await shot("4_parent_artifacts.png")

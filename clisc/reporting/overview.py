@@ -40,8 +40,8 @@ def ran_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def compact_markdown(table: pd.DataFrame, title: str, description: str | None = None) -> str:
-    """``title``, ``description``, then the rows that ran in :data:`COMPACT_COLUMNS` with their
-    footnotes; the table's WARNING lines above it, the rows that did not run named below it."""
+    """The rows that ran in :data:`COMPACT_COLUMNS`, then ``title``, ``description`` and what the columns
+    are, the footnotes, the table's WARNING lines and the rows that did not run."""
     from clisc.reporting.tables import NOT_RUN, display_table
 
     ran = ran_rows(table)
@@ -50,14 +50,15 @@ def compact_markdown(table: pd.DataFrame, title: str, description: str | None = 
     not_run = [m for m, dsc in zip(table["method"], table["DSC"]) if dsc == NOT_RUN]
     cases = sorted({c for c in shown.get("cases", pd.Series(dtype=str)) if c})
     columns = [c for c in COMPACT_COLUMNS if c in shown.columns] + (["note"] if shown["note"].any() else [])
-    lines = [f"**{title}**" + (f": {description}" if description else ""), ""]
-    lines += [f"> {n}" for n in shown.attrs.get("notes", []) if n.startswith("WARNING")]
-    lines += ["", "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    # the table first: MLflow shows a run's description folded to its first lines
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(str(v).replace("|", r"\|") for v in row) + " |"
               for row in shown[columns].itertuples(index=False)]
-    lines += ["", f"DSC (%) and HD95 (mm): mean ± std over {' / '.join(cases) or '?'} test cases; "
+    lines += ["", f"**{title}**" + (f": {description}" if description else "") + ". "
+              f"DSC (%) and HD95 (mm): mean ± std over {' / '.join(cases) or '?'} test cases; "
               "95% CI: bootstrap of the mean. Full table, p-values and notes: the Artifacts tab."]
     lines += [f"- {n}" for n in shown.attrs.get("notes", []) if n.startswith("[")]
+    lines += [""] + [f"> {n}" for n in shown.attrs.get("notes", []) if n.startswith("WARNING")]
     if not_run:
         lines += ["", f"Not run: {', '.join(not_run)}."]
     return "\n".join(lines) + "\n"

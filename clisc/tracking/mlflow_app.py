@@ -30,6 +30,9 @@ DEFAULT_VIEW_SCRIPT = "<script>try{var d=%s;for(var k in d)if(localStorage.getIt
 RUNS_COLUMNS = ["metrics.`dsc_mean`", "metrics.`hd95_mean`", "tags.`label_free`", "metrics.`n_cases`",
                 "attributes.`Dataset`"]
 RUNS_COLUMN_WIDTHS = {"attributes.`Run Name`": 300}  # room for "SAM (prompts from ground truth) · seed 0"
+# MLflow applies widths to the columns of a saved order only: the result first, then its own columns
+RUNS_COLUMN_ORDER = ["attributes.`Run Name`", "metrics.`dsc_mean`", "metrics.`hd95_mean`", "tags.`label_free`",
+                     "metrics.`n_cases`", "duration", "runDateAndNestInfo", "attributes.`Dataset`"]
 # MLflow keeps an experiment page's view (columns, expanded runs, sort) in localStorage under this key
 RUNS_VIEW_KEY = r"^MLflowLocalStorage-1\.1-ExperimentPage-\[\"([^\"]+)\"\]-ReactComponentState$"
 
@@ -38,7 +41,7 @@ def runs_view_script(expanded: dict[str, list[str]]) -> str:
     """A script giving MLflow's runs table :data:`RUNS_COLUMNS` and the parent runs ``expanded``
     (experiment id -> run ids, their children shown) for every experiment whose view the browser has
     not saved; once the user changes the view, MLflow saves it and this default no longer applies."""
-    default = {"selectedColumns": RUNS_COLUMNS, "columnWidths": RUNS_COLUMN_WIDTHS}
+    default = {"selectedColumns": RUNS_COLUMNS, "columnWidths": RUNS_COLUMN_WIDTHS, "columnOrder": RUNS_COLUMN_ORDER}
     views = {exp: {**default, "runsExpanded": {run: True for run in runs}} for exp, runs in expanded.items()}
     return ("<script>try{var V=%s,D=%s,R=new RegExp(%s),g=Storage.prototype.getItem;"
             "Storage.prototype.getItem=function(k){var v=g.call(this,k),m;"

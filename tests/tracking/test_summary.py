@@ -66,8 +66,8 @@ def test_parent_description_is_the_compact_table(fakes) -> None:
     text = description("table2", {"description": "CLISC ablation"},
                        [fakes.fake_result("clisc", [80, 90]), empty])
     lines = text.splitlines()
-    assert lines[0] == "**table2**: CLISC ablation"
-    assert "| method | label-free | DSC | DSC 95% CI | HD95 | paper DSC |" in lines
+    assert lines[0] == "| method | label-free | DSC | DSC 95% CI | HD95 | paper DSC |"  # first: MLflow folds the rest
+    assert "**table2**: CLISC ablation. DSC (%) and HD95 (mm)" in text
     assert any(line.startswith("| raw CAM | yes | 0.00 ± 0.00 [1] |") for line in lines)
     assert any(line.startswith("| full CLISC | yes | 85.00 ± 7.07 |") for line in lines)
     assert any(line.startswith("- [1] all of 2 test predictions empty") for line in lines)
