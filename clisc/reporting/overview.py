@@ -49,10 +49,14 @@ def compact_markdown(table: pd.DataFrame, title: str, description: str | None = 
     shown = display_table(ran)
     not_run = [m for m, dsc in zip(table["method"], table["DSC"]) if dsc == NOT_RUN]
     cases = sorted({c for c in shown.get("cases", pd.Series(dtype=str)) if c})
-    columns = [c for c in COMPACT_COLUMNS if c in shown.columns] + (["note"] if shown["note"].any() else [])
-    # the table first: MLflow shows a run's description folded to its first lines
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(str(v).replace("|", r"\|") for v in row) + " |"
+    columns = [c for c in COMPACT_COLUMNS if c in shown.columns]
+    if "note" in shown.columns:  # a row's note markers go beside its name: one column fewer
+        shown["method"] = [f"{m} {n}".strip() for m, n in zip(shown["method"], shown["note"])]
+    # the table first: MLflow shows a run's description folded to its first lines; headers and numbers
+    # kept on one line each (no-break spaces, a no-break hyphen) in its narrow description pane
+    lines = ["| " + " | ".join(_unbroken(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(v).replace("|", r"\|") if c == "method" else _unbroken(str(v))
+                                for c, v in zip(columns, row)) + " |"
               for row in shown[columns].itertuples(index=False)]
     lines += ["", f"**{title}**" + (f": {description}" if description else "") + ". "
               f"DSC (%) and HD95 (mm): mean ± std over {' / '.join(cases) or '?'} test cases; "
@@ -62,6 +66,10 @@ def compact_markdown(table: pd.DataFrame, title: str, description: str | None = 
     if not_run:
         lines += ["", f"Not run: {', '.join(not_run)}."]
     return "\n".join(lines) + "\n"
+
+
+def _unbroken(text: str) -> str:
+    return text.replace(" ", "\u00a0").replace("-", "\u2011")
 
 
 def _number(cell: str) -> float:

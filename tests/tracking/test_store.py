@@ -66,7 +66,7 @@ def test_round_trip(tracking_uri: str, tmp_path: Path, fakes) -> None:
     child = client.get_run(ids[0])
     assert child.info.run_name == "CLISC · seed 1"
     assert child.info.end_time - child.info.start_time == 1500  # the UI's Duration: the stages' compute time
-    parent_note = parent.data.tags["mlflow.note.content"]
+    parent_note = parent.data.tags["mlflow.note.content"].replace("\u00a0", " ")
     assert "**roundtrip**" in parent_note and "| CLISC | yes | 80.00 ± 15.81 |" in parent_note
     assert child.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id
     assert child.data.metrics["dsc_mean"] == pytest.approx(80.0)

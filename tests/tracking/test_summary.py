@@ -65,10 +65,12 @@ def test_parent_description_is_the_compact_table(fakes) -> None:
     empty.per_case["empty"] = "pred"
     text = description("table2", {"description": "CLISC ablation"},
                        [fakes.fake_result("clisc", [80, 90]), empty])
+    text = text.replace("\u00a0", " ").replace("\u2011", "-")  # headers and numbers kept unbroken
     lines = text.splitlines()
     assert lines[0] == "| method | label-free | DSC | DSC 95% CI | HD95 | paper DSC |"  # first: MLflow folds the rest
     assert "**table2**: CLISC ablation. DSC (%) and HD95 (mm)" in text
     assert any(line.startswith("| raw CAM | yes | 0.00 ± 0.00 [1] |") for line in lines)
+    assert "\u00a0" in description("table2", {}, [fakes.fake_result("clisc", [80, 90])]).splitlines()[0]
     assert any(line.startswith("| full CLISC | yes | 85.00 ± 7.07 |") for line in lines)
     assert any(line.startswith("- [1] all of 2 test predictions empty") for line in lines)
     assert "Not run: " in text and "SAM (box)" in text.split("Not run: ")[1]  # not a table row
