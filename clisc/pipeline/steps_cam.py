@@ -68,6 +68,9 @@ def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
         return load_arrays(path / "labels.npz")
 
     settings = {"clip": arch, "weights": s.foundation.weights, "labels": s.slice_labels}
+    # the setting and the weights' name + sha256 (loading CLIP here: pretrained files are hashed once)
+    settings.update(clip_arch=s.foundation.clip_arch,
+                    clip_weights=load_clip_cached(arch, s.foundation.weights, ctx.device).record.tag)
     return ctx.stage("slice_labels", settings, [ctx.volumes_key], compute, load)
 
 
