@@ -50,6 +50,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,crf]"
+	# SAM 2.1 (optional extra): its sdist builds against the venv's torch; no CUDA extension needed
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2>=1.1"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -96,14 +96,6 @@ def build_sam_from_config(config: Mapping[str, Any]) -> Sam:
 
 
 SAM_FAMILIES = ("sam", "medsam", "sam2")
-# each family's input normalisation, in words (docs, ``clisc weights``); the code is the segmenter's
-NORMALISATION = {
-    "sam": "longest side resized to the image size, (x - SAM pixel mean) / std on 0-255, zero-padded square",
-    "medsam": "squashed to image size x image size (bicubic), min-max to [0, 1]; no mean/std, no padding",
-    "sam2": "squashed to image size x image size, x / 255, (x - ImageNet mean) / std",
-}
-
-
 @dataclass(frozen=True)
 class SamArch:
     """How to build one SAM-stage model (randomly initialised), the weights name it takes, its
@@ -115,12 +107,8 @@ class SamArch:
 
     build: Callable[[], torch.nn.Module]
     weights_name: str | None
-    family: str = "sam"
+    family: str = "sam"  # how the segmenter feeds it; its normalisation in words: clisc.foundation.catalogue
     tiny: str = "tiny"
-
-    @property
-    def normalisation(self) -> str:
-        return NORMALISATION[self.family]
 
 
 def _sam2_arch(name: str) -> SamArch:
