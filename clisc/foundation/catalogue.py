@@ -131,3 +131,25 @@ def statuses(cache_dir: str | Path | None = None) -> list[Status]:
     """Every model's row; reads (and hashes, once: the sidecar memo) only files already present."""
     directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return [_registry_status(m, directory) if m.weights in WEIGHTS else _hub_status(m) for m in MODELS]
+
+
+def markdown_table() -> str:
+    """The catalogue as a Markdown table (docs/FOUNDATION_MODELS.md holds this output; a test keeps it so):
+    setting, model, file, source, size, sha256, input normalisation."""
+    lines = ["| setting | model | file | source | bytes | sha256 | input |", "|---|---|---|---|---|---|---|"]
+    for model in MODELS:
+        if model.weights in WEIGHTS:
+            spec = WEIGHTS[model.weights]
+            file, source = f"`{spec.filename}`", spec.url
+            size = str(spec.size_bytes) if spec.size_bytes is not None else "not published"
+            sha = (f"`{spec.sha256}`" if spec.sha256 else
+                   f"prefix `{spec.sha256_prefix}`" if spec.sha256_prefix else "not published")
+        else:
+            file, source = " or ".join(f"`{f}`" for f in model.hub_files), f"hub `{model.hub_repo}`"
+            size, sha = "not published", "not published"
+        choice = f"`{model.setting}={model.value}`" if model.setting else "(classifier)"
+        extra = f" (extra `[{model.requires}]`)" if model.requires else ""
+        default = " (default)" if model.default else ""
+        lines.append(f"| {choice}{default} | {model.title}{extra} | {file} | {source} | {size} | {sha} | "
+                     f"{model.normalisation} |")
+    return "\n".join(lines) + "\n"

@@ -203,6 +203,11 @@ def _list_models(cache_dir: Path | None) -> None:
 def _weights(args: argparse.Namespace) -> int:
     from clisc.foundation.weights import WEIGHTS, resolve_weights
 
+    if args.markdown:
+        from clisc.foundation.catalogue import markdown_table
+
+        print(markdown_table(), end="")
+        return 0
     if not args.names and not args.download:
         _list_models(args.dir)
         return 0
@@ -274,6 +279,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     weights.add_argument("names", nargs="*", help="registry names to fetch/verify (default: list every model)")
     weights.add_argument("--download", action="store_true", help="download + verify every directly "
                          "downloadable registry file")
+    weights.add_argument("--markdown", action="store_true", help="print the model table of "
+                         "docs/FOUNDATION_MODELS.md (sources, files, sizes, checksums, normalisation)")
     weights.add_argument("--dir", type=Path, default=None, help="weights folder (default $CLISC_WEIGHTS_DIR "
                          "or ~/.cache/clisc/weights)")
     weights.add_argument("--no-download", action="store_true", help="only verify files already present")

@@ -32,3 +32,11 @@ def test_listing_says_what_is_verified(tmp_path, capsys):
     assert "present, FAILS verification: " in vit_b and "9 bytes, expected 375042383" in vit_b
     assert "verified: not present (expected at" in out.split("SAM ViT-L:", 1)[1].split("\n")[6]
     assert "Hugging Face hub timm/vit_base_patch32_clip_224.openai" in out
+
+
+def test_foundation_models_page_holds_the_generated_table():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "FOUNDATION_MODELS.md").read_text()
+    section = page.split("<!-- generated: clisc weights --markdown -->\n", 1)[1].split("<!-- end generated -->", 1)[0]
+    assert section == catalogue.markdown_table(), "regenerate with: clisc weights --markdown"

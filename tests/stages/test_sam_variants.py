@@ -156,3 +156,32 @@ def test_sam_model_and_weights_reach_every_sam_stage_key(model, synthetic_datase
     other = RunContext(synthetic_dataset, resolve_settings("paper", "tiny", {"foundation.weights": "random",
                        "sam.model": "vit_l"}), 0, tmp_path, progress=False, echo=lambda _: None)
     assert segmenter(other).model_tag != sam.model_tag
+
+
+@needs_sam2
+def test_sam2_checkpoint_file_loads_strictly_and_is_recorded_by_its_sha256(tmp_path):
+    from clisc.errors import WeightsError
+    from clisc.foundation.weights import sha256_file
+
+    torch.manual_seed(1)
+    model, _ = load_sam("sam2.1_tiny", "random")
+    path = tmp_path / "sam2_tiny.pt"
+    torch.save({"model": model.state_dict()}, path)  # the layout of sam2's checkpoints
+    loaded, record = load_sam("sam2.1_tiny", str(path))
+    assert record.sha256 == sha256_file(path) and record.name == "sam_sam2.1_tiny:sam2_tiny.pt"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    torch.save({"model": {"nothing": torch.zeros(1)}}, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="bad.pt: not a SAM 2.1 checkpoint for this architecture"):
+        load_sam("sam2.1_tiny", str(tmp_path / "bad.pt"))
+
+
+def test_medsam_checkpoint_file_loads_into_the_sam_architecture(tmp_path):
+    from clisc.foundation.weights import sha256_file
+
+    torch.manual_seed(2)
+    sam, _ = load_sam("medsam_tiny", "random")
+    path = tmp_path / "medsam_tiny.pth"
+    torch.save(sam.state_dict(), path)  # MedSAM ships a plain Sam state dict
+    loaded, record = load_sam("medsam_tiny", str(path))
+    assert record.sha256 == sha256_file(path)
+    assert all(torch.equal(a, b) for a, b in zip(sam.state_dict().values(), loaded.state_dict().values()))
