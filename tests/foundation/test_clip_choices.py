@@ -57,6 +57,12 @@ def test_unknown_clip_arch_is_a_one_line_setting_error():
 
 @pytest.mark.parametrize("arch", [*OPENAI_CHOICES, "biomedclip"])
 def test_clip_arch_and_weights_reach_the_slice_label_key(arch, synthetic_dataset, tmp_path, monkeypatch):
+    """At the model's own size the key names the CLIP built and its weights' name + sha256 (a stub
+    stands in for the model: no weights here); at ``tiny`` every choice runs the one tiny stand-in,
+    so they share its cache entry."""
+    from types import SimpleNamespace
+
+    from clisc.foundation.weights import WeightsRecord
     from clisc.pipeline import steps_cam
 
     seen = {}
@@ -65,12 +71,22 @@ def test_clip_arch_and_weights_reach_the_slice_label_key(arch, synthetic_dataset
         seen[name] = settings
         return self.key(name, settings, inputs), None
 
+    def fake_clip(name, weights, device):
+        return SimpleNamespace(record=WeightsRecord(f"clip:{name}", f"sha-of-{name}"))
+
     monkeypatch.setattr(RunContext, "stage", fake_stage)
+    monkeypatch.setattr(steps_cam, "load_clip_cached", fake_clip)
     keys = {}
     for choice in (arch, "ViT-B-32-quickgelu" if arch != "ViT-B-32-quickgelu" else "biomedclip"):
-        settings = resolve_settings("paper", "tiny", {"foundation.clip_arch": choice, "foundation.weights": "random"})
+        settings = resolve_settings("paper", "tiny", {"foundation.clip_arch": choice, "foundation.size": "base"})
         ctx = RunContext(synthetic_dataset, settings, 0, tmp_path, progress=False, echo=lambda _: None)
         keys[choice], _ = steps_cam.clip_labels(ctx)
-        assert seen["slice_labels"]["clip_arch"] == choice
-        assert seen["slice_labels"]["clip_weights"] == "clip:tiny=random"  # the tiny stand-in, seeded
+        assert seen["slice_labels"]["clip"] == choice
+        assert seen["slice_labels"]["clip_weights"] == f"clip:{choice}=sha-of-{choice}"
     assert len(set(keys.values())) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(RunContext, "stage", fake_stage)
+    tiny = {steps_cam.clip_labels(RunContext(synthetic_dataset, resolve_settings(
+        "paper", "tiny", {"foundation.clip_arch": c}), 0, tmp_path, progress=False, echo=lambda _: None))[0]
+        for c in (arch, "ViT-B-32-quickgelu")}
+    assert len(tiny) == 1 and seen["slice_labels"]["clip_weights"] == "clip:tiny=random"
