@@ -8,6 +8,7 @@
 #   make test-integration  real PostgreSQL + MLflow server tests (not part of make test)
 #   make table1-cpu        Table 1's weight-free rows on the 12 real sample cases, 4 folds, profile cpu;
 #                          report in reports/table1_cpu/
+#   make foundations       CLISC + SAM for each SAM-stage model, CLISC for each CLIP (experiments/foundations.yaml)
 #   make cpu-study         the CPU study on the 12 real sample cases (issue 7): fully supervised, raw CAM,
 #                          CAM + AMDA, oracle slice labels, 4 folds, profile cpu; report in reports/cpu_study/
 PYTHON   ?= python3
@@ -43,13 +44,15 @@ RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
 .PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
-        dashboard bench chaos clean-runs cpu-study table1-cpu
+        dashboard bench chaos clean-runs cpu-study table1-cpu foundations
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,crf]"
+	# SAM 2.1 (optional extra): its sdist builds against the venv's torch; no CUDA extension needed
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2>=1.1"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -110,6 +113,12 @@ cpu-study: $(STAMP)
 table1-cpu: $(STAMP)
 	OMP_NUM_THREADS=1 $(CLISC) experiment table1_cpu --data $(STUDY_DATA) --weights random --device $(DEVICE)
 	$(CLISC) report --experiments table1_cpu --out reports/table1_cpu
+
+# CLISC and SAM (5 points + box) for each SAM-stage model, CLISC for each CLIP (experiments/foundations.yaml);
+# without DATA: the synthetic dataset with tiny random models (says nothing about the models)
+foundations: $(STAMP) $(DATA_DEP)
+	$(CLISC) experiment foundations $(RUN_ARGS)
+	$(CLISC) report --experiments foundations --out reports
 
 ui: $(STAMP)
 	$(CLISC) ui --port $(PORT)
