@@ -138,7 +138,7 @@ def masks(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
 
     saliency = {k: v for k, v in dataclasses.asdict(settings).items()
                 if not k.startswith(("finetune_", "dhn_")) and k != "weak_supervision"}
-    stage_settings = {"split": split, "medclip_sam": saliency, "model": sam.model_tag, "equalize": sam.equalize,
+    stage_settings = {"split": split, "medclip_sam": saliency, "model": sam.key_tag, "equalize": sam.equalize,
                       "clip": clip.record.tag}
     return per_case_stage(ctx, "medclip_sam", stage_settings, [gate_key, ctx.volumes_key, *inputs],
                           ctx.volumes(split), run)

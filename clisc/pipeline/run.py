@@ -152,6 +152,8 @@ def run_method(
         "gt_switches": ",".join(gt_used) or "none",
         "label_free": str(method.label_free and not gt_used).lower(),
         "weights": ";".join(f"{k}={v.split('=', 1)[-1]}" for k, v in sorted(ctx.weights.items())) or "none",
+        # a run on any random foundation weights is a smoke/plumbing run, never a result
+        "random_weights": str(any(v.endswith("=random") for v in ctx.weights.values())).lower(),
         "dataset": ctx.fingerprint,
         "synthetic_data": str(synthetic).lower(),
         "git_commit": git_commit(),

@@ -52,7 +52,7 @@ def segmenter(ctx: RunContext) -> SamSegmenter:
         cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
         tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
         ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag,
-                                       precision=s.sam.precision)
+                                       precision=s.sam.precision, max_slices=s.sam.max_slices)
     return ctx._memo[memo]
 
 
@@ -99,7 +99,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
         return sam_volume(volume, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "brain_only": s.sam.brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
@@ -114,7 +114,7 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
 
     volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "brain_only": brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
@@ -190,7 +190,7 @@ def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
     s = ctx.settings
     return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
             "drop_empty": s.s3f.drop_empty_predictions, "equalize": s.sam.equalize,
-            "brain_only": s.sam.brain_only, "model": sam.model_tag}
+            "brain_only": s.sam.brain_only, "model": sam.key_tag}
 
 
 def s3f(ctx: RunContext) -> tuple[str, S3FScores]:
