@@ -65,7 +65,7 @@ def clisc(*args: str, log) -> float:
     command = [sys.executable, "-c", "import sys; from clisc.cli import main; sys.exit(main())", *args]
     print("$ clisc " + " ".join(args), flush=True)
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=ROOT) as proc:
         for line in proc.stdout:
