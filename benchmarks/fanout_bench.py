@@ -60,7 +60,8 @@ def main() -> int:
             options = LaunchOptions(launcher=launcher, workers=args.workers)
             runs[launcher] = run_both(data, work / launcher, options)
             wall, scores, computed = runs[launcher]
-            print(f"{launcher:<6} ({options.n_local} worker(s)): {wall:7.1f} s wall, {len(scores)} rows, "
+            workers = options.n_local if launcher == "local" else 1
+            print(f"{launcher:<6} ({workers} process(es)): {wall:7.1f} s wall, {len(scores)} rows, "
                   f"{sum(computed.values())} stage computations of {len(computed)} entries", flush=True)
         (wi, si, ci), (wl, sl, cl) = runs["inline"], runs["local"]
         problems = []
