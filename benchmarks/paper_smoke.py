@@ -101,6 +101,18 @@ def check_runs(names: list[str], specs: dict[str, list[str]], uri: str) -> list[
     return problems
 
 
+def check_reports(names: list[str], reports: Path) -> list[str]:
+    """Every row of each written table (``clisc report``) has a score: none says "not run"."""
+    import pandas as pd
+
+    problems = []
+    for name in names:
+        table = pd.read_csv(reports / f"{name}.csv", dtype=str, keep_default_na=False)
+        missing = table.loc[~table["DSC"].str.match(r"^-?\d"), "method"].tolist()
+        problems += [f"{name} report: row {m!r} has no score" for m in missing]
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -143,6 +155,8 @@ def main() -> int:
         walls["report"] = clisc("report", "--experiments", *names, "--out", str(args.work / "reports"),
                                 "--tracking-uri", uri, log=log)
     problems = check_runs(names, specs, uri)
+    if not args.methods:  # a partial run leaves the other rows "not run" on purpose
+        problems += check_reports(names, args.work / "reports")
     total = time.perf_counter() - start
     print("\nwall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items()) + f"; total {total:.0f} s "
           f"({total / 60:.1f} min); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

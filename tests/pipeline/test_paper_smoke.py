@@ -125,3 +125,19 @@ def test_smoke_overlay_is_schedule_length_only_and_resolves() -> None:
     settings = resolve_settings("paper", "paper", {**overrides, "foundation.weights": "random"})
     assert settings.unet.patch_size == (128, 128, 128) and settings.unet.channels == (16, 32, 64, 128, 256)
     assert settings.classifier.input_size == 224 and settings.foundation.size == "base"
+
+
+def test_official_unet_at_paper_size_resizes_to_128_cubed_and_back() -> None:
+    """The official protocol's path only: its U-Net (16..256) on the whole volume resized to 128^3."""
+    from clisc.stages.unet3d import UNetSettings, build_unet, predict_volume
+
+    settings = resolve_settings("official", "paper").unet
+    assert (settings.network, settings.inference, settings.patch_size) == ("official", "resize", (128, 128, 128))
+    torch.manual_seed(0)
+    model = build_unet(settings)
+    seen = []
+    model.register_forward_hook(lambda _m, args, out: seen.append((tuple(args[0].shape), tuple(out.shape))))
+    image = np.random.default_rng(0).normal(size=(70, 90, 60)).astype(np.float32)
+    labels = predict_volume(model, image, settings)
+    assert seen == [((1, 1, 128, 128, 128), (1, 2, 128, 128, 128))]
+    assert labels.shape == image.shape and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
