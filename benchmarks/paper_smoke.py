@@ -6,7 +6,8 @@ architectures and input sizes: CLIP ViT-B/32 at 224, ResNet50 at 224, SAM ViT-B 
 U-Net on 128^3 patches with its sliding window, every baseline's paper-size network; no download) and
 ``clisc report`` on the MLflow store, each run through the CLI as a user would. The ONLY other settings are
 the schedule-length overrides of ``experiments/paper_smoke/schedule.yaml`` (printed first; a key that is
-not schedule length is refused). Then it prints every child run's stage times and fails (exit 1) when
+not schedule length is refused) and, because random CLIP weights make zero-shot slice gates arbitrary,
+``RANDOM_WEIGHT_GATES`` (SaLIP's and MedCLIP-SAM's gates open to every brain slice, printed apart). Then it prints every child run's stage times and fails (exit 1) when
 a command fails, a row has no child run or no finite score for every test case, or a run is not tagged
 ``random_weights=true`` (these runs are plumbing checks, never results).
 
@@ -35,6 +36,11 @@ SCHEDULE_FILE = ROOT / "experiments" / "paper_smoke" / "schedule.yaml"
 # the last part of every key the smoke run may change: schedule length only
 SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "test_steps", "test_refine_steps", "max_slices")
 RANDOM = ("--weights", "random", "--set", "foundation.offline=true")
+# Random CLIP weights make the zero-shot slice gates of SaLIP and MedCLIP-SAM arbitrary (BiomedCLIP's
+# random gate here passes no slice at all, and its saliency path would never run): as the demo and
+# tiny profiles do, the smoke run opens both gates to every brain slice (then capped by sam.max_slices).
+# Not schedule length, so listed apart; with real weights drop them.
+RANDOM_WEIGHT_GATES = {"baselines.salip.slices": "all", "baselines.medclip_sam.slices": "all"}
 EXPERIMENTS = ("table1", "table2")
 
 
@@ -128,11 +134,14 @@ def main() -> int:
           f"device {args.device}; schedule-length overrides ({SCHEDULE_FILE.relative_to(ROOT)}):")
     for key, value in overrides.items():
         print(f"  {key} = {value}")
+    print("and, for random weights only (the zero-shot slice gates of SaLIP and MedCLIP-SAM opened; see RANDOM_WEIGHT_GATES):")
+    for key, value in RANDOM_WEIGHT_GATES.items():
+        print(f"  {key} = {value}")
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True, exist_ok=True)
     data, uri = args.work / "data", f"sqlite:///{(args.work / 'mlflow.db').resolve()}"
-    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    sets = [a for k, v in {**overrides, **RANDOM_WEIGHT_GATES}.items() for a in ("--set", f"{k}={v}")]
     common = ["--data", str(data), "--profile", "paper", "--protocol", "paper", *RANDOM, *sets,
               "--device", args.device, "--cache", str(args.work / "cache"), "--out", str(args.work / "runs"),
               "--tracking-uri", uri]

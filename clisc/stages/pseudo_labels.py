@@ -172,12 +172,14 @@ class _Batch:
 
 
 def capped(indices: Sequence[int], max_slices: int | None) -> list[int]:
-    """At most ``max_slices`` of ``indices`` (sorted), evenly spaced and always the first and last:
-    the schedule-length cap on the slices SAM sees (``sam.max_slices``: the paper-size smoke run on CPU)."""
+    """At most ``max_slices`` of ``indices`` (sorted), evenly spaced: the centres of ``max_slices``
+    equal parts (one slice: the middle one, where the brain is largest): the schedule-length cap on the
+    slices SAM sees (``sam.max_slices``: the paper-size smoke run on CPU)."""
     indices = list(indices)
     if max_slices is None or len(indices) <= max_slices:
         return indices
-    picks = np.unique(np.linspace(0, len(indices) - 1, max_slices).round().astype(int))
+    n = len(indices)
+    picks = sorted({min(int((i + 0.5) * n / max_slices), n - 1) for i in range(max_slices)})
     return [indices[j] for j in picks]
 
 

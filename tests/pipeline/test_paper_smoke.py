@@ -20,9 +20,10 @@ from clisc.stages.pseudo_labels import SamSegmenter, capped
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_capped_keeps_evenly_spaced_slices_with_both_ends() -> None:
-    assert capped([3, 4, 5, 6, 7, 8, 9], 3) == [3, 6, 9]
-    assert capped([3, 4, 5, 6, 7, 8, 9], 1) == [3]
+def test_capped_keeps_evenly_spaced_slices_the_middle_one_alone() -> None:
+    assert capped([3, 4, 5, 6, 7, 8, 9], 3) == [4, 6, 8]
+    assert capped([3, 4, 5, 6, 7, 8, 9], 1) == [6]
+    assert capped(list(range(10)), 10) == list(range(10)) and len(capped(list(range(11)), 10)) == 10
     assert capped([1, 2], 5) == [1, 2] and capped([1, 2, 3], None) == [1, 2, 3]
 
 
@@ -42,7 +43,7 @@ def test_sam_max_slices_encodes_only_the_capped_slices() -> None:
     finally:
         handle.remove()
     assert sum(seen) == 2
-    assert [bool(np.isfinite(l).all()) for l in logits] == [False, True, False, False, False, True]
+    assert [bool(np.isfinite(l).all()) for l in logits] == [False, False, True, False, True, False]
     assert SamSegmenter(sam, max_slices=2, model_tag="t").key_tag == "t-max2slices"
     assert SamSegmenter(sam, model_tag="t").key_tag == "t"  # uncapped stage keys are unchanged
 
