@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -167,8 +168,11 @@ def main() -> int:
     if not args.methods:  # a partial run leaves the other rows "not run" on purpose
         problems += check_reports(names, args.work / "reports")
     total = time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     print("\nwall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items()) + f"; total {total:.0f} s "
-          f"({total / 60:.1f} min); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"({total / 60:.1f} min); CPU seconds of the commands {used.ru_utime + used.ru_stime:.0f} (what other "
+          f"users' load does not inflate); {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for problem in problems:
         print(f"PROBLEM: {problem}")
     print("paper-smoke: " + ("FAILED" if problems else "passed"))
