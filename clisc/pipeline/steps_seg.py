@@ -61,7 +61,7 @@ def segmenter(ctx: RunContext, equalize: bool | None = None) -> SamSegmenter:
         # "random" names them exactly): every SAM stage's key holds this tag
         tag = f"{s.sam.model}-{arch}-{record.name.replace(':', '-')}-{record.sha256}"
         ctx._memo[memo] = make_segmenter(arch, sam, s.sam.batch_size, equalize, cache, ctx.device, tag,
-                                         s.sam.precision)
+                                         s.sam.precision, s.sam.max_slices)
     return ctx._memo[memo]
 
 
@@ -108,7 +108,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
         return sam_volume(volume, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "brain_only": s.sam.brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
@@ -123,7 +123,7 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
 
     volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "brain_only": brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
@@ -227,7 +227,7 @@ def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
     s = ctx.settings
     return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
             "empty_prediction": s.s3f.empty_prediction, "equalize": s.sam.equalize,
-            "brain_only": s.sam.brain_only, "model": sam.model_tag}
+            "brain_only": s.sam.brain_only, "model": sam.key_tag}
 
 
 def s3f(ctx: RunContext) -> tuple[str, S3FScores]:
