@@ -29,7 +29,8 @@ from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_vol
 from clisc.stages.sam_variants import make_segmenter
 from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
 from clisc.stages.slice_input import brain_of, model_input_volume
-from clisc.stages.unet3d import build_unet, predict_volume, train_unet
+from clisc.stages.unet3d import build_unet, predict_volume, result_settings, train_unet
+from clisc.stages.unet_recipe import resolve
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def _unet_settings(ctx: RunContext):
 
 
 def _unet_key_settings(ctx: RunContext):
-    """The U-Net settings that key a trained network: the loader workers do not change it."""
-    return dataclasses.replace(_unet_settings(ctx), loader_workers=None)
+    """The U-Net settings that key a trained network: the loader workers and post-processing do not change it."""
+    return result_settings(_unet_settings(ctx))
 
 
 def train_network(
@@ -180,7 +181,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
         return predict_volume(model, volume.image, us, ctx.device)
 
     settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap, "precision": us.precision,
-                "channels_last": us.channels_last}
+                "channels_last": us.channels_last, "postprocess": resolve(us).postprocess}
     return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
