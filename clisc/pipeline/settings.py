@@ -115,11 +115,9 @@ class SamSettings:
     max_slices: int | None = None
 
     def __post_init__(self) -> None:
+        _one_of("model", self.model, catalogue.choices("sam.model"))
         if self.max_slices is not None and (isinstance(self.max_slices, bool) or self.max_slices < 1):
             raise ValueError(f"max_slices must be a positive integer or null, got {self.max_slices!r}")
-
-    def __post_init__(self) -> None:
-        _one_of("model", self.model, catalogue.choices("sam.model"))
 
 
 @dataclass(frozen=True)
