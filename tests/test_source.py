@@ -18,8 +18,8 @@ def redefinitions(path: Path) -> list[str]:
         if isinstance(node, (ast.Module, ast.ClassDef)):
             seen: dict[str, int] = {}
             for child in node.body:
-                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    if child.name in seen and not child.decorator_list:
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and not child.decorator_list:
+                    if child.name in seen:  # (@overload / @property.setter stubs are decorated)
                         found.append(f"{child.name} (lines {seen[child.name]} and {child.lineno})")
                     seen[child.name] = child.lineno
     return found
