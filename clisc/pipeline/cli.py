@@ -1,4 +1,4 @@
-"""``clisc run`` (one method, one or more seeds) and ``clisc weights`` (fetch / verify weights)."""
+"""``clisc run`` (one method, one or more seeds) and ``clisc weights`` (list every model; fetch / verify)."""
 from __future__ import annotations
 
 import argparse
@@ -198,10 +198,31 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_models(cache_dir: Path | None) -> None:
+    """Every foundation model a run can choose: setting, source, file, size, sha256, what is verified."""
+    from clisc.foundation.catalogue import statuses
+
+    for status in statuses(cache_dir):
+        model = status.entry
+        choice = f"{model.setting}={model.value}" if model.setting else model.value
+        extra = f" (pip extra [{model.requires}])" if model.requires else ""
+        print(f"{model.title}: {choice}{' (default)' if model.default else ''}{extra}\n"
+              f"  source:   {status.source}\n  file:     {status.file}\n  size:     {status.size}\n"
+              f"  sha256:   {status.sha256}\n  input:    {model.normalisation}\n  verified: {status.verified}")
+
+
 def _weights(args: argparse.Namespace) -> int:
     from clisc.foundation.weights import WEIGHTS, resolve_weights
 
-    names = args.names or sorted(WEIGHTS)
+    if args.markdown:
+        from clisc.foundation.catalogue import markdown_table
+
+        print(markdown_table(), end="")
+        return 0
+    if not args.names and not args.download:
+        _list_models(args.dir)
+        return 0
+    names = args.names or sorted(n for n, spec in WEIGHTS.items() if spec.downloadable)
     for name in names:
         path = resolve_weights(name, cache_dir=args.dir, download=not args.no_download)
         print(f"{name}: {path}")
@@ -271,8 +292,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the study's plots and best.yaml go to REPORTS/search/<study>/ (default: reports)")
     search.set_defaults(func=_search)
 
-    weights = subparsers.add_parser("weights", help="download and verify pretrained weights (SHA256)")
-    weights.add_argument("names", nargs="*", help="registry names (default: all)")
+    weights = subparsers.add_parser("weights", help="list every foundation model (source, file, size, sha256, "
+                                    "what is verified here); with names or --download: fetch and verify")
+    weights.add_argument("names", nargs="*", help="registry names to fetch/verify (default: list every model)")
+    weights.add_argument("--download", action="store_true", help="download + verify every directly "
+                         "downloadable registry file")
+    weights.add_argument("--markdown", action="store_true", help="print the model table of "
+                         "docs/FOUNDATION_MODELS.md (sources, files, sizes, checksums, normalisation)")
     weights.add_argument("--dir", type=Path, default=None, help="weights folder (default $CLISC_WEIGHTS_DIR "
                          "or ~/.cache/clisc/weights)")
     weights.add_argument("--no-download", action="store_true", help="only verify files already present")

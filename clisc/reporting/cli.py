@@ -13,7 +13,7 @@ from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
 from clisc.tracking.ui import serve_ui, ui_lines
 
-EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu")
+EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu", "foundations")
 
 
 def _stderr(message: str) -> None:
@@ -28,7 +28,8 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
 
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf};
-    ``cpu_study``, ``table1_cpu`` -> <name>.{md,csv,tex} (:func:`clisc.reporting.study.study_table`).
+    ``cpu_study``, ``table1_cpu`` -> <name>.{md,csv,tex} (:func:`clisc.reporting.study.study_table`);
+    ``foundations`` -> foundations.{md,csv,tex} (:func:`clisc.reporting.foundations.foundations_table`).
     """
     written: list[Path] = []
     missing: list[str] = []
@@ -59,6 +60,10 @@ def report_experiment(experiment: str, results: Sequence[MethodResult], out: Pat
             if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
                 written += qualitative_figure(results, out / "qualitative")
         return written
+    if experiment == "foundations":
+        from clisc.reporting.foundations import foundations_table
+
+        return write_table(foundations_table(results), out / experiment)
     if experiment in STUDY_REFERENCES:
         return write_table(study_table(results, STUDY_REFERENCES[experiment]), out / experiment)
     return sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)

@@ -31,6 +31,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from clisc.errors import CliscError
 from clisc.evaluation import summarize
+from clisc.evaluation.evaluate import run_evaluation_settings
 from clisc.pipeline.result import MethodResult, flatten
 from clisc.tracking.health import OWNER_TAG, check_tracking_store, close_orphaned_runs, owner
 from clisc.tracking.inputs import log_dataset_input
@@ -100,13 +101,14 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             for name, value in flatten(params, prefix).items()}
 
 
-def summary_metrics(per_case: pd.DataFrame) -> dict[str, float]:
-    """:func:`clisc.evaluation.summarize` of a scored per-case table, as floats; a table of label-free
-    criteria (no ``dsc`` column, e.g. a search's S3F agreement) gives each numeric column's mean."""
+def summary_metrics(per_case: pd.DataFrame, ddof: int = 1) -> dict[str, float]:
+    """:func:`clisc.evaluation.summarize` of a scored per-case table (stds with ``ddof``, the run's
+    ``evaluation.std_ddof``), as floats; a table of label-free criteria (no ``dsc`` column, e.g. a
+    search's S3F agreement) gives each numeric column's mean."""
     if "dsc" not in per_case.columns:
         numeric = per_case.select_dtypes("number")
         return {"n_cases": float(len(per_case)), **{f"{c}_mean": float(numeric[c].mean()) for c in numeric}}
-    return {str(k): float(v) for k, v in summarize(per_case).items()}
+    return {str(k): float(v) for k, v in summarize(per_case, ddof=ddof).items()}
 
 
 def start_child_run(
@@ -164,7 +166,7 @@ def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodRe
     tags, the dataset input, ``per_case.csv`` and artifact files of ``result``
     (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``, and drawn as
     ``qualitative.png``, which the UI previews)."""
-    metrics = summary_metrics(result.per_case)
+    metrics = summary_metrics(result.per_case, run_evaluation_settings(result.params).std_ddof)
     metrics.update({f"{STAGE_TIME_PREFIX}{stage}": float(t) for stage, t in result.stage_times.items()})
     tags = {**result.tags, "method": result.method, "seed": str(result.seed)}
     log_flat(client, run_id, flatten_params(result.params), metrics, tags)

@@ -110,6 +110,9 @@ def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -
         metrics["best_dsc_mean"] = seed_mean_summary(runs)["dsc_mean"]
         tags.update({"best_method": method, f"best.{sweep}": value})
         return metrics, tags
+    if spec.get("groups"):  # one metric per row; the headline rows are those on the default settings
+        metrics.update(_group_row_metrics(pool_folds(scored), spec))
+        scored = [r for r in scored if all(str(r.params.get(k)) == str(v) for k, v in _group_defaults(spec).items())]
     grouped = by_method(scored)
     summaries = {m: seed_mean_summary(runs) for m, runs in grouped.items()}
     for method, summary in summaries.items():
@@ -127,6 +130,34 @@ def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -
         metrics["best_rival_hd95_mean"] = summaries[best]["hd95_mean"]
         tags.update({"best_rival": best, "best_rival_label_free": str(best in label_free).lower()})
     return {k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}, tags
+
+
+def _group_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The default value of each setting a spec's groups sweep."""
+    from clisc.pipeline.settings import Settings, setting
+
+    return {k: setting(Settings(), k) for g in spec["groups"] for k in (g.get("sweep") or {})}
+
+
+def _group_row_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -> dict[str, float]:
+    """``<method>/<setting>_<value>/dsc_mean`` (and hd95) for each swept value that differs from its default
+    (characters MLflow refuses in metric names become ``_``)."""
+    import re
+
+    from clisc.reporting.tables import seed_mean_summary
+
+    defaults = _group_defaults(spec)
+    rows: dict[str, list[MethodResult]] = {}
+    for result in results:
+        changed = [f"{k.split('.')[-1]}_{result.params.get(k)}" for k, v in defaults.items()
+                   if str(result.params.get(k)) != str(v)]
+        name = "/".join([result.method, *changed])
+        rows.setdefault(re.sub(r"[^\w\-. /]", "_", name), []).append(result)
+    out = {}
+    for name, runs in rows.items():
+        summary = seed_mean_summary(runs)
+        out[f"{name}/dsc_mean"], out[f"{name}/hd95_mean"] = summary["dsc_mean"], summary["hd95_mean"]
+    return out
 
 
 def _finite(value: float) -> float:

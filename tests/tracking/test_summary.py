@@ -76,3 +76,17 @@ def test_parent_description_is_the_compact_table(fakes) -> None:
     assert "Not run: " in text and "SAM (box)" in text.split("Not run: ")[1]  # not a table row
     assert description("x", {}, [fakes.fake_result("clisc", [1.0]).__class__(
         method="clisc", seed=0, per_case=pd.DataFrame({"case_id": ["a"], "agreement": [0.5]}))]) is None
+
+
+def test_grouped_spec_headlines_the_default_models_and_names_each_row(fakes) -> None:
+    """foundations.yaml: ``dsc_mean`` is CLISC on the default models, not a mean over every model."""
+    default = {"sam.model": "vit_b", "foundation.clip_arch": "ViT-B-32-quickgelu"}
+    results = [fakes.fake_result("clisc", [80, 80], params=default),
+               fakes.fake_result("clisc", [20, 20], params={**default, "sam.model": "sam2.1_hiera_b+"}),
+               fakes.fake_result("clisc", [50, 50], params={**default, "foundation.clip_arch": "biomedclip"})]
+    spec = {"groups": [{"methods": ["clisc"], "sweep": {"sam.model": ["vit_b", "sam2.1_hiera_b+"]}},
+                       {"methods": ["clisc"], "sweep": {"foundation.clip_arch": ["biomedclip"]}}]}
+    metrics, _ = headline_metrics(results, spec)
+    assert metrics["dsc_mean"] == 80.0 and metrics["clisc/dsc_mean"] == 80.0
+    assert metrics["clisc/model_sam2.1_hiera_b_/dsc_mean"] == 20.0
+    assert metrics["clisc/clip_arch_biomedclip/dsc_mean"] == 50.0
