@@ -5,6 +5,7 @@
 # Variables: DATA (BraTS-layout folder), PROFILE (paper|demo|tiny), PROTOCOL (paper|official),
 # WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS/STORAGE/STUDY (search, dashboard), PORT (ui).
 #   make dashboard         optuna-dashboard on a study (STUDY=name or STORAGE=url), 127.0.0.1:$(DASH_PORT)
+#   make ui-screenshots    after make demo: the MLflow UI's five pages from a fresh headless Chromium (docs/img/ui/)
 #   make test-integration  real PostgreSQL + MLflow server tests (not part of make test)
 #   make table1-cpu        Table 1's weight-free rows on the 12 real sample cases, 4 folds, profile cpu;
 #                          report in reports/table1_cpu/
@@ -45,7 +46,7 @@ STORAGE  ?=
 RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights $(WEIGHTS) --device $(DEVICE)
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
-.PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
+.PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui ui-screenshots \
         dashboard bench chaos clean-runs cpu-study table1-cpu foundations paper-smoke fanout-bench
 
 venv: $(STAMP)
@@ -132,6 +133,10 @@ fanout-bench: $(STAMP)
 
 ui: $(STAMP)
 	$(CLISC) ui --port $(PORT)
+
+# the five UI pages a new user sees (fresh headless Chromium profile) as PNGs in docs/img/ui/
+ui-screenshots: $(STAMP)
+	$(PY) scripts/ui_screenshots.py --out docs/img/ui
 
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_bench.py

@@ -34,6 +34,7 @@ async def click_through(debug_port: int, base: str, experiment: str, parent_id: 
         async def shot(name: str) -> None:
             path = out / name
             await page.shot(path)
+            small(path)
             shots.append(path)
             print(f"wrote {path}  <- {await page.location()}")
 
@@ -59,6 +60,15 @@ async def click_through(debug_port: int, base: str, experiment: str, parent_id: 
         await page.goto(f"{base}/#/experiments/{experiment_id}/runs/{child_id}/model-metrics")
         await shot("5_child_curves.png")
     return shots
+
+
+def small(path: Path, colours: int = 96) -> None:
+    """Rewrite a screenshot as a palette PNG (a third of the bytes; UI colours are few)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        quantized = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
+    quantized.save(path, optimize=True)
 
 
 def pick_runs(uri: str, experiment: str | None) -> tuple[str, str, tuple[str, str]]:

@@ -23,6 +23,7 @@ from clisc.evaluation.metrics import EMPTY_HD95_MM
 from clisc.pipeline.result import MethodResult
 
 NOTE_SEPARATOR = "; "
+P_COLUMNS = {"p vs CLISC": "dsc", "p HD95 vs CLISC": "hd95"}  # p cells and the per-case metric they test
 EMPTY_GROUP = "—"
 
 
@@ -75,11 +76,11 @@ def _append(cell: str, marker: str) -> str:
 
 def cell_notes(df: pd.DataFrame, grouped: Mapping[str, list[MethodResult]], reference: str) -> list[list]:
     """``[row, column, text]`` of each cell footnote of a comparison table whose ``attrs["row_methods"]``
-    names each row's method: empty predictions on DSC and HD95, a floor p-value on ``p vs CLISC``."""
+    names each row's method: empty predictions on DSC and HD95, a floor p-value on the p columns."""
     from clisc.reporting.tables import case_means
 
     found: list[list] = []
-    ref_dsc = case_means(grouped[reference], "dsc") if reference in grouped else None
+    ref = {m: case_means(grouped[reference], m) for m in P_COLUMNS.values()} if reference in grouped else None
     for i, method in enumerate(df.attrs.get("row_methods", [])):
         runs = grouped.get(method)
         if not runs:
@@ -88,11 +89,14 @@ def cell_notes(df: pd.DataFrame, grouped: Mapping[str, list[MethodResult]], refe
         if empty:
             found += [[i, column, empty_note(empty, total, len(runs))] for column in ("DSC", "HD95")
                       if column in df.columns]
-        p_value = re.match(r"[0-9.eE+-]+", str(df.at[i, "p vs CLISC"])) if "p vs CLISC" in df.columns else None
-        if p_value and ref_dsc is not None and method != reference:
-            n = paired_nonzero(ref_dsc, case_means(runs, "dsc"))
-            if n and math.isclose(float(p_value.group()), smallest_wilcoxon_p(n), rel_tol=1e-2):
-                found.append([i, "p vs CLISC", floor_p_note(n)])
+        if ref is None or method == reference:
+            continue
+        for column, metric in P_COLUMNS.items():
+            p_value = re.match(r"[0-9.eE+-]+", str(df.at[i, column])) if column in df.columns else None
+            if p_value:
+                n = paired_nonzero(ref[metric], case_means(runs, metric))
+                if n and math.isclose(float(p_value.group()), smallest_wilcoxon_p(n), rel_tol=1e-2):
+                    found.append([i, column, floor_p_note(n)])
     return found
 
 

@@ -107,5 +107,5 @@ def dsc_bars_figure(table: pd.DataFrame, title: str, out_stem: Path) -> list[Pat
     warnings = [n.removeprefix("WARNING: ") for n in table.attrs.get("notes", []) if n.startswith("WARNING")]
     if warnings:
         fig.text(0.5, 0.005, "\n".join(warnings), ha="center", va="bottom", color="red", fontsize=6)
-    fig.tight_layout(rect=(0, 0.025 * len(warnings), 1, 1))
+    fig.tight_layout(rect=(0, 0.035 * len(warnings), 1, 1))
     return save_figure(fig, out_stem)

@@ -28,7 +28,7 @@ def test_empty_rows_floor_p_and_repeated_notes(fakes, tmp_path: Path) -> None:
     md = markdown_table(df)
     raw = next(line for line in md.splitlines() if line.startswith("| raw CAM "))
     box = next(line for line in md.splitlines() if line.startswith("| SAM (box) "))
-    assert "0.00 ± 0.00 [1]" in raw and "373.13 ± 0.00 [1]" in raw and "0.125 [2]" in raw
+    assert "0.00 ± 0.00 [1]" in raw and "373.13 ± 0.00 [1]" in raw and "| 0.125 [2] | 0.125 [2] |" in raw
     assert "0.00 ± 0.00 [1]" in box  # the same text, the same footnote
     assert "- [1] all of 4 test predictions empty: each scores DSC 0 and HD95 373.13 mm, the empty-mask penalty" in md
     assert "- [2] the smallest p the two-sided Wilcoxon signed-rank test can give with 4 paired cases" in md
