@@ -9,6 +9,8 @@
 #   make table1-cpu        Table 1's weight-free rows on the 12 real sample cases, 4 folds, profile cpu;
 #                          report in reports/table1_cpu/
 #   make foundations       CLISC + SAM for each SAM-stage model, CLISC for each CLIP (experiments/foundations.yaml)
+#   make paper-smoke       every row of Table 1 + Table 2 at the paper profile's sizes, random weights, 3 synthetic
+#                          cases, schedules cut short (experiments/paper_smoke/schedule.yaml); DEVICE=cuda on a GPU
 #   make cpu-study         the CPU study on the 12 real sample cases (issue 7): fully supervised, raw CAM,
 #                          CAM + AMDA, oracle slice labels, 4 folds, profile cpu; report in reports/cpu_study/
 PYTHON   ?= python3
@@ -44,7 +46,7 @@ RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
 .PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
-        dashboard bench chaos clean-runs cpu-study table1-cpu foundations
+        dashboard bench chaos clean-runs cpu-study table1-cpu foundations paper-smoke fanout-bench
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -119,6 +121,14 @@ table1-cpu: $(STAMP)
 foundations: $(STAMP) $(DATA_DEP)
 	$(CLISC) experiment foundations $(RUN_ARGS)
 	$(CLISC) report --experiments foundations --out reports
+# not part of `make test`: ~45 min on a 2-core CPU (SMOKE_THREADS torch threads; runs/paper_smoke/)
+SMOKE_THREADS ?= 1
+paper-smoke: $(STAMP)
+	OMP_NUM_THREADS=$(SMOKE_THREADS) $(PY) benchmarks/paper_smoke.py --device $(DEVICE) --fresh $(SMOKE_ARGS)
+
+# Table 1 + Table 2 at the tiny profile, --launcher inline vs local with 2 workers
+fanout-bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/fanout_bench.py --workers 2
 
 ui: $(STAMP)
 	$(CLISC) ui --port $(PORT)

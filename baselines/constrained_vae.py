@@ -205,7 +205,7 @@ def train_vae(images: np.ndarray, masks: np.ndarray, method: str, settings: Cons
               seed: int, device: str = "cpu", progress: bool = True, checkpoint: Path | None = None,
               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> ConstrainedVae:
     """Train on ``images`` ``NxSxS`` (float, [0, 1]) with brain masks ``NxSxS`` bool (Adam, shuffled
-    batches, the last partial batch kept). With ``checkpoint`` (a file) the model, optimiser and epoch
+    batches, the last partial batch kept; at most ``settings.iterations_per_epoch`` of them an epoch). With ``checkpoint`` (a file) the model, optimiser and epoch
     are saved after every epoch and a re-run resumes from them; batch order depends on (seed, epoch)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -225,7 +225,7 @@ def train_vae(images: np.ndarray, masks: np.ndarray, method: str, settings: Cons
         order = np.random.default_rng([seed, epoch]).permutation(n)
         torch.manual_seed(seed * 100_003 + epoch)  # the reparameterisation noise, reproducible on resume
         sums: dict[str, float] = {}
-        batches = range(0, n, settings.batch_size)
+        batches = range(0, n, settings.batch_size)[:settings.iterations_per_epoch]  # None: every batch
         for begin in batches:
             idx = order[begin:begin + settings.batch_size]
             x = torch.from_numpy(images[idx].astype(np.float32))[:, None].to(device)

@@ -140,7 +140,7 @@ def masks(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
 
     saliency = {k: v for k, v in dataclasses.asdict(settings).items()
                 if not k.startswith(("finetune_", "dhn_")) and k != "weak_supervision"}
-    stage_settings = {"split": split, "medclip_sam": saliency, "model": sam.model_tag, "clip": clip.record.tag}
+    stage_settings = {"split": split, "medclip_sam": saliency, "model": sam.key_tag, "clip": clip.record.tag}
     return per_case_stage(ctx, "medclip_sam", stage_settings, [gate_key, ctx.volumes_key, *inputs],
                           ctx.volumes(split), run)
 

@@ -267,7 +267,7 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
     def load(path: Path) -> dict:
         return json.loads((path / "tta.json").read_text())["best"]
 
-    stage_settings = {"salip": settings, "seed": ctx.seed, "model": sam.model_tag}
+    stage_settings = {"salip": settings, "seed": ctx.seed, "model": sam.key_tag}
     key, best = ctx.stage("salip_tta", stage_settings, [ctx.volumes_key, gate_key], compute, load)
     draw = {k: type(getattr(settings, k))(v) for k, v in best.items()}
     return key, dataclasses.replace(settings, **draw)
@@ -289,6 +289,6 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
         return salip_volume(volume.image, brain_of(volume), gates[volume.case_id], sam, generator, clip, text,
                             settings, ctx.progress, volume.case_id)
 
-    stage_settings = {"split": split, "salip": settings, "model": sam.model_tag, "clip": clip.record.tag}
+    stage_settings = {"split": split, "salip": settings, "model": sam.key_tag, "clip": clip.record.tag}
     return per_case_stage(ctx, "salip", stage_settings, [gate_key, ctx.volumes_key, *inputs],
                           ctx.volumes(split), run)

@@ -49,6 +49,7 @@ class ConstrainedVaeSettings:
     input_size: int = 224  # slices resized to SxS; a multiple of 16 (four stride-2 stages before the dense latent)
     latent_dim: int = 32
     epochs: int = 300
+    iterations_per_epoch: int | None = None  # schedule length: batches per epoch (None: one pass, the code)
     batch_size: int = 8
     lr: float = 1e-4
     w_kl: float = 10.0

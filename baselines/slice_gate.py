@@ -21,18 +21,28 @@ from pathlib import Path
 
 import numpy as np
 
-from clisc.foundation.clip import ClipModel
+from clisc.errors import CliscError
+from clisc.foundation.clip import OFFLINE_ARCHS, ClipModel
 from clisc.pipeline.context import RunContext, load_arrays, save_arrays
 from clisc.pipeline.models import TINY, load_clip_cached
 from clisc.pipeline.settings import GROUND_TRUTH
 from clisc.pipeline.steps_cam import brain_slices, gt_slice_labels, labelled_volumes
+from clisc.stages.pseudo_labels import capped
 from clisc.stages.slice_input import brain_of
 from clisc.stages.slice_labels import SliceLabelSettings, label_volume
 
 
 def clip_arch_of(ctx: RunContext, arch: str) -> str:
-    """The CLIP a baseline runs: its own ``arch``, or the tiny one under ``foundation.size=tiny``."""
-    return TINY if ctx.settings.foundation.size == TINY else arch
+    """The CLIP a baseline runs: its own ``arch``, the tiny one under ``foundation.size=tiny``, or the
+    hub-free stand-in of a hub-only ``arch`` under ``foundation.offline`` (random weights only)."""
+    fs = ctx.settings.foundation
+    if fs.size == TINY:
+        return TINY
+    if fs.offline:
+        if fs.weights != "random":
+            raise CliscError(f"foundation.offline=true builds random weights only, not foundation.weights={fs.weights}")
+        return OFFLINE_ARCHS.get(arch, arch)
+    return arch
 
 
 def method_clip(ctx: RunContext, arch: str) -> ClipModel:
@@ -79,7 +89,22 @@ def zero_shot_labels(ctx: RunContext, split: str, arch: str) -> tuple[str, dict[
 def slices_to_segment(ctx: RunContext, split: str, gate: str, arch: str, method: str = "baselines"
                       ) -> tuple[str, dict[str, np.ndarray]]:
     """``(key, {case_id: Z bool})``: the slices of each volume of ``split`` that get a mask (``method``
-    names the setting in the one-line error when the ground-truth gate finds a case without labels)."""
+    names the setting in the one-line error when the ground-truth gate finds a case without labels),
+    at most ``sam.max_slices`` of them per volume (evenly spaced, ``capped``): the per-slice work
+    before SAM (mask generator, saliency) is then capped with SAM's."""
+    key, gates = _gates(ctx, split, gate, arch, method)
+    cap = ctx.settings.sam.max_slices
+    if cap is None:
+        return key, gates
+    out = {}
+    for case, gate_z in gates.items():
+        kept = np.zeros_like(gate_z, dtype=bool)
+        kept[capped(np.flatnonzero(gate_z).tolist(), cap)] = True
+        out[case] = kept
+    return f"{key}-max{cap}slices", out
+
+
+def _gates(ctx: RunContext, split: str, gate: str, arch: str, method: str) -> tuple[str, dict[str, np.ndarray]]:
     if gate == "clip":
         key, labels = zero_shot_labels(ctx, split, arch)
         return key, {case: lab == 1 for case, lab in labels.items()}

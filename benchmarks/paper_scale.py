@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="for CLIP, classifier, SAM encoder and U-Net (CUDA only)")
     parser.add_argument("--channels-last", action="store_true", help="classifier and U-Net in channels-last")
     parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the unit costs there (benchmarks/fanout_projection.py --units reads it)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -296,6 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     run_units(s, device, args.repeats, results)
     print(f"measured in {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
     report(s, results, args.device, args.trials)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({"device": args.device, "device_name": name, "load": os.getloadavg()[0],
+                                         "precision": args.precision, "threads": args.threads, "units": results},
+                                        indent=1, default=str))
+        print(f"\nunit costs written to {args.json}")
 
 
 if __name__ == "__main__":

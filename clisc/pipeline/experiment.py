@@ -176,6 +176,8 @@ def run_experiment(
             finished[outcome.label] = outcome.result
         if failed:
             raise CliscError(f"{spec['name']}: {len(failed)} of {len(jobs)} run(s) failed: {'; '.join(failed)}")
+    if recorder.run_link():
+        echo(f"[clisc] {spec['name']} in MLflow: {recorder.run_link()}")
     results = [finished[label] for label in sorted(finished, key=order.__getitem__)]
     if folds:
         for pooled in pool_folds(results):

@@ -156,6 +156,8 @@ def run_method(
         "label_free": str(method.label_free and not gt_used).lower(),
         "protocol_left_out": ",".join(protocol_layer(protocol, method.protocol_scope)[1]) or "none",
         "weights": ";".join(f"{k}={v.split('=', 1)[-1]}" for k, v in sorted(ctx.weights.items())) or "none",
+        # a run on any random foundation weights is a smoke/plumbing run, never a result
+        "random_weights": str(any(v.endswith("=random") for v in ctx.weights.values())).lower(),
         "dataset": ctx.fingerprint,
         "dataset_content": ctx.content_key,
         "synthetic_data": str(synthetic).lower(),

@@ -49,6 +49,9 @@ class FoundationSettings:
     clip_arch: str = "ViT-B-32-quickgelu"
     size: str = "base"  # "tiny" swaps every model for a small one of the same family (tests, demo)
     weights: str = "pretrained"
+    # with random weights only: hub-only architectures (BiomedCLIP) built from vendored configs of the same
+    # shapes (clisc.foundation.clip.OFFLINE_ARCHS), so the paper-size models need no download at all
+    offline: bool = False
 
     def __post_init__(self) -> None:
         _one_of("clip_arch", self.clip_arch, catalogue.choices("foundation.clip_arch"))
@@ -107,6 +110,13 @@ class SamSettings:
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"
     precision: str = "fp32"  # image encoder autocast on CUDA: "fp32" | "bf16" | "fp16"
+    # schedule length: at most this many prompted slices per volume go through SAM (evenly spaced; the
+    # others stay empty); None = every one (the paper). Only the paper-size smoke run on CPU sets it.
+    max_slices: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_slices is not None and (isinstance(self.max_slices, bool) or self.max_slices < 1):
+            raise ValueError(f"max_slices must be a positive integer or null, got {self.max_slices!r}")
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, catalogue.choices("sam.model"))

@@ -29,7 +29,8 @@ from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_vol
 from clisc.stages.sam_variants import make_segmenter
 from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
 from clisc.stages.slice_input import brain_of, model_input_volume
-from clisc.stages.unet3d import build_unet, predict_volume, train_unet
+from clisc.stages.unet3d import build_unet, predict_volume, result_settings, train_unet
+from clisc.stages.unet_recipe import resolve
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def segmenter(ctx: RunContext, equalize: bool | None = None) -> SamSegmenter:
         # "random" names them exactly): every SAM stage's key holds this tag
         tag = f"{s.sam.model}-{arch}-{record.name.replace(':', '-')}-{record.sha256}"
         ctx._memo[memo] = make_segmenter(arch, sam, s.sam.batch_size, equalize, cache, ctx.device, tag,
-                                         s.sam.precision)
+                                         s.sam.precision, s.sam.max_slices)
     return ctx._memo[memo]
 
 
@@ -108,7 +109,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
         return sam_volume(volume, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "brain_only": s.sam.brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
@@ -123,7 +124,7 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
 
     volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "brain_only": brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
@@ -132,8 +133,8 @@ def _unet_settings(ctx: RunContext):
 
 
 def _unet_key_settings(ctx: RunContext):
-    """The U-Net settings that key a trained network: the loader workers do not change it."""
-    return dataclasses.replace(_unet_settings(ctx), loader_workers=None)
+    """The U-Net settings that key a trained network: the loader workers and post-processing do not change it."""
+    return result_settings(_unet_settings(ctx))
 
 
 def train_network(
@@ -180,7 +181,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
         return predict_volume(model, volume.image, us, ctx.device)
 
     settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap, "precision": us.precision,
-                "channels_last": us.channels_last}
+                "channels_last": us.channels_last, "postprocess": resolve(us).postprocess}
     return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
@@ -227,7 +228,7 @@ def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
     s = ctx.settings
     return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
             "empty_prediction": s.s3f.empty_prediction, "equalize": s.sam.equalize,
-            "brain_only": s.sam.brain_only, "model": sam.model_tag}
+            "brain_only": s.sam.brain_only, "model": sam.key_tag}
 
 
 def s3f(ctx: RunContext) -> tuple[str, S3FScores]:

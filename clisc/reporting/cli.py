@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -12,7 +11,7 @@ from clisc.errors import CliscError
 from clisc.pipeline.result import MethodResult
 from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
-from clisc.tracking.ui import ui_command, ui_environment, ui_lines
+from clisc.tracking.ui import serve_ui, ui_lines
 
 EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu", "foundations")
 
@@ -85,11 +84,7 @@ def _report(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     print("\n".join(ui_lines(uri, args.host, args.port)), flush=True)
-    try:
-        return subprocess.run(ui_command(uri, host=args.host, port=args.port), env=ui_environment(),
-                              check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+    return serve_ui(uri, args.host, args.port, open_browser=False if args.no_browser else None)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -102,7 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
     ui = subparsers.add_parser("ui", help="browse the runs in the MLflow UI")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    ui.add_argument("--no-browser", action="store_true",
+                    help="do not open a browser (default: open the experiment list when a display is there)")
     ui.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     ui.set_defaults(func=_ui)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from clisc.compute import autocast, check_precision
 from clisc.foundation.sam import SAM_ARCHS
 from clisc.stages.prompts import SamPrompt
-from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, prepare_slice
+from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, capped, prepare_slice
 
 PROBABILITY_EPS = 1e-6  # MedSAM thresholds probabilities at 0.5; logits are returned as logit(p)
 
@@ -84,7 +84,8 @@ class Sam2Segmenter:
     """SAM 2.1 over 2D slices through sam2's ``SAM2ImagePredictor``, one prompt set per slice."""
 
     def __init__(self, model: torch.nn.Module, batch_size: int = 8, equalize: bool = False,
-                 device: str | torch.device = "cpu", model_tag: str = "sam2", precision: str = "fp32"):
+                 device: str | torch.device = "cpu", model_tag: str = "sam2", precision: str = "fp32",
+                 max_slices: int | None = None):
         from clisc.foundation.sam2_models import image_predictor
 
         if batch_size < 1:
@@ -95,6 +96,11 @@ class Sam2Segmenter:
         self.batch_size, self.equalize, self.precision = batch_size, equalize, precision
         self.mask_threshold = float(self.predictor.mask_threshold)
         self._model_tag = model_tag
+        if max_slices is not None and max_slices < 1:
+            raise ValueError(f"max_slices must be >= 1 or None, got {max_slices}")
+        self.max_slices = max_slices
+
+    key_tag = SamSegmenter.key_tag
 
     @property
     def model_tag(self) -> str:
@@ -118,7 +124,7 @@ class Sam2Segmenter:
             return np.zeros((0, 0, 0), dtype=np.float32)
         shape = tuple(np.shape(slices[0]))
         logits = np.full((len(slices), *shape), -np.inf, dtype=np.float32)
-        prompted = [i for i, p in enumerate(prompts) if p is not None]
+        prompted = capped([i for i, p in enumerate(prompts) if p is not None], self.max_slices)
         for start in tqdm(range(0, len(prompted), self.batch_size), desc="SAM 2", unit="batch", disable=None,
                           leave=False):
             chunk = prompted[start:start + self.batch_size]
@@ -133,10 +139,11 @@ class Sam2Segmenter:
 
 def make_segmenter(arch: str, model: torch.nn.Module, batch_size: int, equalize: bool,
                    cache: EmbeddingCache | None, device: str | torch.device, model_tag: str,
-                   precision: str = "fp32") -> SamSegmenter | Sam2Segmenter:
+                   precision: str = "fp32", max_slices: int | None = None) -> SamSegmenter | Sam2Segmenter:
     """The segmenter of ``arch``'s family (``clisc.foundation.sam.SAM_ARCHS``) around a built model."""
     family = SAM_ARCHS[arch].family
     if family == "sam2":
-        return Sam2Segmenter(model, batch_size, equalize, device, model_tag, precision)
+        return Sam2Segmenter(model, batch_size, equalize, device, model_tag, precision, max_slices)
     cls = MedSamSegmenter if family == "medsam" else SamSegmenter
-    return cls(model, batch_size, equalize, cache, device, model_tag=model_tag, precision=precision)
+    return cls(model, batch_size, equalize, cache, device, model_tag=model_tag, precision=precision,
+               max_slices=max_slices)

@@ -45,7 +45,48 @@ def summary_files(experiment: str, spec: Mapping[str, Any], results: Sequence[Me
         swept = [name for name, key in SWEEP_PARAMS.items() if key in (spec.get("sweep") or {})]
         if swept:
             files += sweep_figure(results, swept[0], out / f"{experiment}_{swept[0]}")
+    files += dsc_figure(experiment, results, out)
     return files + stage_times_figure(results, out / STAGE_TIMES_FIGURE)
+
+
+def _scored_table(experiment: str, results: Sequence[MethodResult]):
+    """The experiment's rows in the paper's Table 1/2 layout, or None when no result has a DSC."""
+    from clisc.reporting.overview import layout_of
+    from clisc.reporting.tables import comparison_table
+
+    scored = [r for r in results if "dsc" in r.per_case.columns]
+    return comparison_table(scored, layout_of(experiment, scored)) if scored else None
+
+
+def dsc_figure(experiment: str, results: Sequence[MethodResult], out: Path) -> list[Path]:
+    """``<experiment>_dsc.png/.pdf``: every row's DSC with its 95% CI beside the paper's."""
+    from clisc.reporting.overview import dsc_bars_figure
+
+    table = _scored_table(experiment, results)
+    return [] if table is None else dsc_bars_figure(table, experiment, out / f"{experiment}_dsc")
+
+
+def description(experiment: str, spec: Mapping[str, Any], results: Sequence[MethodResult]) -> str | None:
+    """The parent run's description (Markdown): the spec's description and the compact table of what ran."""
+    from clisc.reporting.overview import compact_markdown
+
+    table = _scored_table(experiment, results)
+    text = str(spec["description"]) if spec.get("description") else None
+    return None if table is None else compact_markdown(table, experiment, text)
+
+
+def qualitative_png(result: MethodResult, out: Path) -> Path | None:
+    """``out/qualitative.png``: one run's slices per size group with its contour (the figure of
+    ``clisc report``, for one method), or None when its ``qualitative.npz`` has no usable slice."""
+    from clisc.errors import CliscError
+    from clisc.reporting.figures import qualitative_figure
+
+    try:
+        files = qualitative_figure(_for_reporting([result]), out / "qualitative")
+    except (CliscError, KeyError) as err:  # KeyError: an npz without a case's __gt/__pred slice
+        log.warning("no qualitative.png for %s/seed%s: %s", result.method, result.seed, err)
+        return None
+    return next(p for p in files if p.suffix == ".png")
 
 
 def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
