@@ -143,6 +143,8 @@ def trained_vae(ctx: RunContext, method: str) -> tuple[str, TrainedVae]:
     settings = getattr(ctx.settings.baselines, method)
     healthy_key, healthy = healthy_slices(ctx)
     key_settings = {"method": method, "vae": _training_key_settings(settings), "seed": ctx.seed}
+    if method == "gradcamcons":  # its sigmoid / min-max now precede the upsampling (the code): not older networks
+        key_settings["normalised"] = "before_upsampling"
     inputs = [healthy_key, ctx.volumes_key]
     name = f"{method}_vae"
 

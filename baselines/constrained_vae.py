@@ -14,10 +14,12 @@ reconstruction = BCE with logits against the input in [0, 1]; KL to N(0, I); AMC
 ``w_H x`` the mean entropy of the softmax of the attention over each slice's (eroded) brain pixels,
 so training spreads attention evenly over normal tissue; GradCAMCons adds ``w x`` the extended
 log-barrier of ``1 - mean(sigmoid(attention)) - p`` (``p`` = ``p_activation``, the code's 0.01), which
-pushes the attention of normal slices towards 1 everywhere. The code's ``grad_cam`` computes the
+pushes the attention of normal slices towards 1 everywhere; the sigmoid is taken at the stage's
+resolution, before the upsampling, as the code does. The code's ``grad_cam`` computes the
 gradient of ``sum(mu)`` but, its weighting commented out, returns the plain channel mean: that unused
 gradient is not computed here (same values). At test GradCAMCons normalises the channel mean as the
-code's ``min_max`` does (subtract the smallest row maximum + 1e-3, divide by the maximum + 1e-3).
+code's ``min_max`` does (subtract the smallest row maximum + 1e-3, divide by the maximum + 1e-3), on
+the stage-resolution map (112 px for 224-px inputs), then upsamples, as the code.
 """
 from __future__ import annotations
 
@@ -111,9 +113,13 @@ class ConstrainedVae(nn.Module):
         self.encoder = Encoder(input_size, latent_dim)
         self.decoder = Decoder(input_size, latent_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, normalise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``normalise`` (``BxhxW -> BxhxW``) is applied to the channel mean at the stage's own
+        resolution, before the upsampling, as the code's ``grad_cam`` normalises before its
+        ``interpolate`` (GradCAMCons: sigmoid in training, min-max at test)."""
         z, mu, logvar, activations = self.encoder(x)
-        attention = channel_mean_attention(activations[self.attention_block - 1], self.input_size)
+        attention = channel_mean_attention(activations[self.attention_block - 1], self.input_size, normalise)
         return self.decoder(z), mu, logvar, attention
 
 
@@ -121,10 +127,14 @@ def build_vae(settings: ConstrainedVaeSettings) -> ConstrainedVae:
     return ConstrainedVae(settings.input_size, settings.latent_dim, settings.attention_block)
 
 
-def channel_mean_attention(activation: torch.Tensor, size: int) -> torch.Tensor:
-    """Attention ``BxSxS``: the channel mean of ``activation`` ``BxCxHxW``, bilinearly upsampled to SxS."""
-    am = activation.mean(dim=1, keepdim=True)
-    return F.interpolate(am, size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+def channel_mean_attention(activation: torch.Tensor, size: int,
+                           normalise: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Attention ``BxSxS``: the channel mean of ``activation`` ``BxCxHxW`` (``normalise``d at HxW
+    when given), bilinearly upsampled to SxS (``align_corners=True``, as the code)."""
+    am = activation.mean(dim=1)
+    if normalise is not None:
+        am = normalise(am)
+    return F.interpolate(am[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -158,11 +168,12 @@ def log_barrier(z: torch.Tensor, t: float) -> torch.Tensor:
     return torch.where(inside, barrier, linear).sum()
 
 
-def size_constraint(attention: torch.Tensor, p: float, t: float) -> torch.Tensor:
-    """GradCAMCons' term: ``log_barrier(1 - mean(sigmoid(attention)) - p)`` summed over the batch,
-    divided by the batch size (``attention`` ``BxSxS``, raw channel means)."""
-    z = 1.0 - torch.sigmoid(attention).mean(dim=(1, 2)) - p
-    return log_barrier(z, t) / attention.shape[0]
+def size_constraint(activation_map: torch.Tensor, p: float, t: float) -> torch.Tensor:
+    """GradCAMCons' term: ``log_barrier(1 - mean(activation_map) - p)`` summed over the batch, divided
+    by the batch size (``activation_map`` ``BxSxS`` in (0, 1): the sigmoid of the channel mean at the
+    stage's resolution, upsampled, as the code's ``grad_cam(normalization='sigm')`` + ``interpolate``)."""
+    z = 1.0 - activation_map.mean(dim=(1, 2)) - p
+    return log_barrier(z, t) / activation_map.shape[0]
 
 
 def min_max_like_code(attention: torch.Tensor) -> torch.Tensor:
@@ -176,7 +187,7 @@ def min_max_like_code(attention: torch.Tensor) -> torch.Tensor:
 def vae_loss(model: ConstrainedVae, x: torch.Tensor, mask: torch.Tensor, method: str,
              settings: ConstrainedVaeSettings, constrained: bool) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of a batch ``x`` ``Bx1xSxS`` in [0, 1] with brain masks ``BxSxS`` bool, and its terms."""
-    logits, mu, logvar, attention = model(x)
+    logits, mu, logvar, attention = model(x, None if method == "amcons" else torch.sigmoid)
     rec, kl = reconstruction_loss(logits, x), kl_loss(mu, logvar)
     loss = rec + settings.w_kl * kl
     if method == "amcons":  # the entropy is maximised
@@ -194,7 +205,7 @@ def train_vae(images: np.ndarray, masks: np.ndarray, method: str, settings: Cons
               seed: int, device: str = "cpu", progress: bool = True, checkpoint: Path | None = None,
               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> ConstrainedVae:
     """Train on ``images`` ``NxSxS`` (float, [0, 1]) with brain masks ``NxSxS`` bool (Adam, shuffled
-    batches, the last partial batch kept). With ``checkpoint`` (a file) the model, optimiser and epoch
+    batches, the last partial batch kept; at most ``settings.iterations_per_epoch`` of them an epoch). With ``checkpoint`` (a file) the model, optimiser and epoch
     are saved after every epoch and a re-run resumes from them; batch order depends on (seed, epoch)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -214,7 +225,7 @@ def train_vae(images: np.ndarray, masks: np.ndarray, method: str, settings: Cons
         order = np.random.default_rng([seed, epoch]).permutation(n)
         torch.manual_seed(seed * 100_003 + epoch)  # the reparameterisation noise, reproducible on resume
         sums: dict[str, float] = {}
-        batches = range(0, n, settings.batch_size)
+        batches = range(0, n, settings.batch_size)[:settings.iterations_per_epoch]  # None: every batch
         for begin in batches:
             idx = order[begin:begin + settings.batch_size]
             x = torch.from_numpy(images[idx].astype(np.float32))[:, None].to(device)
@@ -238,14 +249,13 @@ def train_vae(images: np.ndarray, masks: np.ndarray, method: str, settings: Cons
 def anomaly_maps(model: ConstrainedVae, images: np.ndarray, masks: np.ndarray, method: str,
                  batch_size: int = 32) -> np.ndarray:
     """Anomaly maps ``NxSxS`` float32 of inputs ``NxSxS`` (eval mode), zero outside ``masks``
-    ``NxSxS``: AMCons the attention as it is, GradCAMCons its code-style min-max normalisation."""
+    ``NxSxS``: AMCons the attention as it is, GradCAMCons its code-style min-max normalisation (of the
+    stage-resolution map, before the upsampling, as the code)."""
     model.eval()
     device = next(model.parameters()).device
     out = np.zeros(images.shape, np.float32)
     for begin in range(0, len(images), batch_size):
         x = torch.from_numpy(images[begin:begin + batch_size].astype(np.float32))[:, None].to(device)
-        attention = model(x)[3]
-        if method == "gradcamcons":
-            attention = min_max_like_code(attention)
+        attention = model(x, min_max_like_code if method == "gradcamcons" else None)[3]
         out[begin:begin + batch_size] = attention.float().cpu().numpy()
     return np.where(masks, out, 0.0).astype(np.float32)

@@ -78,8 +78,10 @@ def finetune_clip(clip: ClipModel, images: Sequence[np.ndarray], captions: Seque
                   temperature: float, beta1: float, beta2: float, seed: int = 0, checkpoint_dir: Path | None = None,
                   progress: bool = False, log: Callable[[str], None] | None = None) -> torch.nn.Module:
     """A fine-tuned copy of ``clip.model`` (eval mode) trained with DHN-NCE on pairs (``HxWx3``
-    uint8 image, caption); pairs of equal ``groups`` are not each other's negatives. With
-    ``checkpoint_dir`` the state is saved after every epoch and a re-run resumes from it."""
+    uint8 image, caption); pairs of equal ``groups`` are not each other's negatives. Batch order and
+    dropout derive from ``seed`` and the epoch only (torch's global stream is left untouched), so
+    the result is the same for a seed on one device. With ``checkpoint_dir`` the state is saved
+    after every epoch and a re-run resumes from it."""
     model = copy.deepcopy(clip.model).to(clip.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                   weight_decay=weight_decay)
@@ -96,33 +98,49 @@ def finetune_clip(clip: ClipModel, images: Sequence[np.ndarray], captions: Seque
         start = int(state["epoch"])
     tokens = clip.tokenizer(list(captions))
     groups_t = torch.as_tensor(np.asarray(groups))
-    for epoch in tqdm(range(start, epochs), desc="DHN-NCE", unit="epoch", disable=not progress, initial=start,
-                      total=epochs):
-        model.train()
-        order = np.random.default_rng(seed + epoch).permutation(len(images))
-        losses = []
-        for first in range(0, len(order), batch_size):
-            idx = order[first:first + batch_size]
-            if len(idx) < 2:
-                continue
-            batch = torch.cat([
-                clip.normalise_images(torch.from_numpy(images[i]).permute(2, 0, 1)[None].float() / 255.0)
-                for i in idx
-            ])
-            image_features = model.encode_image(batch)
-            text_features = model.encode_text(tokens[torch.as_tensor(idx)].to(clip.device))
-            same = groups_t[idx][:, None] == groups_t[idx][None, :]
-            loss = dhn_nce_loss(image_features, text_features, temperature, beta1, beta2, same)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        if log is not None and losses:
-            log(f"[clisc] DHN-NCE epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}")
-        if state_path is not None:  # atomic, with a unique temporary name: concurrent runs cannot clash
-            buffer = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1}, buffer)
-            atomic_write_bytes(state_path, buffer.getvalue())
+    devices = [clip.device] if clip.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the caller's torch stream is left as it was
+        for epoch in tqdm(range(start, epochs), desc="DHN-NCE", unit="epoch", disable=not progress, initial=start,
+                          total=epochs):
+            model.train()
+            order = np.random.default_rng(seed + epoch).permutation(len(images))
+            # dropout (e.g. BiomedCLIP's PubMedBERT) draws from torch's stream: seeded per epoch, so a
+            # resumed run draws what an uninterrupted one would
+            torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+            losses = _epoch(model, clip, images, tokens, groups_t, order, batch_size, optimizer, scheduler,
+                            temperature, beta1, beta2)
+            if log is not None and losses:
+                log(f"[clisc] DHN-NCE epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}")
+            if state_path is not None:  # atomic, with a unique temporary name: concurrent runs cannot clash
+                buffer = io.BytesIO()
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1}, buffer)
+                atomic_write_bytes(state_path, buffer.getvalue())
     return model.eval()
+
+
+def _epoch(model: torch.nn.Module, clip: ClipModel, images: Sequence[np.ndarray], tokens: torch.Tensor,
+           groups: torch.Tensor, order: np.ndarray, batch_size: int, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler, temperature: float, beta1: float,
+           beta2: float) -> list[float]:
+    """One pass over the pairs in ``order`` (batches of ``batch_size``; a last batch of one is
+    skipped: it has no negative); returns the batch losses."""
+    losses = []
+    for first in range(0, len(order), batch_size):
+        idx = order[first:first + batch_size]
+        if len(idx) < 2:
+            continue
+        batch = torch.cat([
+            clip.normalise_images(torch.from_numpy(images[i]).permute(2, 0, 1)[None].float() / 255.0)
+            for i in idx
+        ])
+        image_features = model.encode_image(batch)
+        text_features = model.encode_text(tokens[torch.as_tensor(idx)].to(clip.device))
+        same = groups[idx][:, None] == groups[idx][None, :]
+        loss = dhn_nce_loss(image_features, text_features, temperature, beta1, beta2, same)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses

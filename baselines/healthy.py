@@ -2,8 +2,10 @@
 
 The paper does not say how its authors chose "healthy" data from BraTS. ``baselines.healthy_source``
 chooses: ``clip`` takes the training slices that CLIP's zero-shot stage (the pipeline's cached
-``slice_labels`` stage) calls normal: label-free, the default; ``ground_truth`` takes the slices
-without tumour in the segmentation: the usual anomaly-detection protocol, a ground-truth use.
+``slice_labels`` stage, with ``baselines.healthy_clip_arch`` and the baselines' own labelling rule
+``baselines.zero_shot``, so CLISC's ``official`` protocol does not change them) calls normal:
+label-free, the default; ``ground_truth`` takes the slices without tumour in the segmentation: the
+usual anomaly-detection protocol, a ground-truth use.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import functools
 import numpy as np
 
 from clisc.data.lazy import LazyMapping
+from baselines.slice_gate import clip_arch_of, zero_shot_rule
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import GROUND_TRUTH
 from clisc.pipeline.steps_cam import brain_slices, clip_labels, gt_slice_labels, labelled_volumes
@@ -27,7 +30,8 @@ def healthy_slices(ctx: RunContext) -> tuple[str, LazyMapping[str, np.ndarray]]:
         volumes = labelled_volumes(ctx, "train", "baselines.healthy_source=ground_truth")
         key, labels_of = f"healthy-gt-{ctx.volumes_key}", gt_slice_labels
     else:
-        labels_key, labels = clip_labels(ctx)
+        baselines = ctx.settings.baselines
+        labels_key, labels = clip_labels(ctx, clip_arch_of(ctx, baselines.healthy_clip_arch), zero_shot_rule(ctx))
         volumes = ctx.volumes("train")
         key, labels_of = f"healthy-clip-{labels_key}", lambda volume: labels[volume.case_id]
 

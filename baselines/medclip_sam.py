@@ -17,7 +17,9 @@ Departures (also in docs/DEPARTURES.md):
   prompt of the authors' follow-up code.
 - Slices reach CLIP as the project's 2D model input (``clisc.stages.slice_input``: background black,
   brain min-max scaled) in 8 bits, squashed to its input size (the original reads 8-bit images
-  through BiomedCLIP's resize + centre crop); the CRF sees the same 8-bit slice.
+  through BiomedCLIP's resize + centre crop); the CRF sees the same 8-bit slice. Histogram
+  equalisation only with MedCLIP-SAM's own ``equalize`` (off: its code has none; CLISC's
+  ``sam.equalize`` never reaches it).
 - SAM's mask is kept inside the brain, as for CLISC's SAM stages.
 """
 from __future__ import annotations
@@ -92,7 +94,7 @@ def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, 
     captions_by_label = {1: settings.text_prompts[0], 0: NORMAL_PROMPT}
     train = {k: v for k, v in dataclasses.asdict(settings).items() if k.startswith(("finetune", "dhn_"))}
     stage_settings = {"finetune": train, "captions": captions_by_label, "stride": ctx.settings.slices.stride,
-                      "seed": ctx.seed, "equalize": ctx.settings.sam.equalize, "clip": base.record.tag}
+                      "seed": ctx.seed, "equalize": settings.equalize, "clip": base.record.tag}
     key = ctx.key("medclip_finetune", stage_settings, [labels_key])
 
     def compute(out: Path) -> None:
@@ -102,7 +104,7 @@ def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, 
             zs = zs[labels[volume.case_id][zs] >= 0]
             inputs = axial_slices(model_input_volume(volume.image, brain_of(volume), zs))  # NxYxX
             for i, z in enumerate(zs):
-                images.append(prepare_slice(inputs[i], ctx.settings.sam.equalize))
+                images.append(prepare_slice(inputs[i], settings.equalize))
                 groups.append(int(labels[volume.case_id][z]))
         model = finetune_clip(
             base, images, [captions_by_label[g] for g in groups], np.asarray(groups),
@@ -123,7 +125,7 @@ def finetuned_clip(ctx: RunContext, settings: MedClipSamSettings) -> tuple[str, 
 def masks(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     """The zero-shot MedCLIP-SAM masks of ``split`` (cached per case)."""
     settings = ctx.settings.baselines.medclip_sam
-    sam = segmenter(ctx)
+    sam = segmenter(ctx, settings.equalize)
     clip = method_clip(ctx, settings.clip_arch)
     inputs = []
     if settings.finetune:
@@ -138,8 +140,7 @@ def masks(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
 
     saliency = {k: v for k, v in dataclasses.asdict(settings).items()
                 if not k.startswith(("finetune_", "dhn_")) and k != "weak_supervision"}
-    stage_settings = {"split": split, "medclip_sam": saliency, "model": sam.model_tag, "equalize": sam.equalize,
-                      "clip": clip.record.tag}
+    stage_settings = {"split": split, "medclip_sam": saliency, "model": sam.key_tag, "clip": clip.record.tag}
     return per_case_stage(ctx, "medclip_sam", stage_settings, [gate_key, ctx.volumes_key, *inputs],
                           ctx.volumes(split), run)
 

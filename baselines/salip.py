@@ -23,8 +23,9 @@ Departures (also in docs/DEPARTURES.md):
 - The crops reach CLIP squashed to its input size (``ClipModel.normalise_images``) rather than
   through CLIP's resize + centre crop, like every CLIP input of this project.
 - SAM and CLIP see the project's 2D model input (``clisc.stages.slice_input``: background black, brain
-  min-max scaled; ``prepare_slice``: 8 bits, 3 channels) and SAM's output is kept inside the brain,
-  as for CLISC's SAM stages.
+  min-max scaled; ``prepare_slice``: 8 bits, 3 channels; histogram-equalised only with SaLIP's own
+  ``equalize``, off: its code has none, CLISC's ``sam.equalize`` never reaches it) and SAM's output is
+  kept inside the brain, as for CLISC's SAM stages.
 
 Embeddings: the generator's predictor is a ``CachedPredictor`` whose full-slice image embedding comes
 from the pipeline's ``SamSegmenter`` (its batched encoder and embedding cache), and the final box
@@ -47,6 +48,7 @@ from tqdm import tqdm
 from baselines.settings import SalipSettings
 from baselines.slice_gate import method_clip, slices_to_segment
 from clisc.data.preprocessing import Volume
+from clisc.errors import CliscError
 from clisc.foundation.clip import ClipModel
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.steps_cam import labelled_volumes
@@ -93,7 +95,11 @@ class CachedPredictor(SamPredictor):
 
 
 def mask_generator(segmenter: SamSegmenter, settings: SalipSettings) -> SamAutomaticMaskGenerator:
-    """SAM's automatic mask generator with ``settings``' parameters and a ``CachedPredictor``."""
+    """SAM's automatic mask generator with ``settings``' parameters and a ``CachedPredictor``; SAM
+    ViT-B/L/H only (MedSAM's and SAM 2.1's inputs differ from what the generator feeds)."""
+    if type(segmenter) is not SamSegmenter:
+        raise CliscError("SaLIP runs segment_anything's automatic mask generator: set sam.model to vit_b, "
+                         "vit_l or vit_h")
     generator = SamAutomaticMaskGenerator(
         segmenter.sam,
         points_per_side=settings.points_per_side,
@@ -230,7 +236,7 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
     ``tta_grid(settings)``, each scored by the mean slice Dice against the ground truth on ``tta_slices``
     evenly spaced slices of ``tta_volumes`` random validation volumes (seeded by the run's seed);
     returns ``settings`` with the best draw's generator parameters."""
-    sam, clip = segmenter(ctx), method_clip(ctx, settings.clip_arch)
+    sam, clip = segmenter(ctx, settings.equalize), method_clip(ctx, settings.clip_arch)
     gate_key, gates = slices_to_segment(ctx, "valid", settings.slices, settings.clip_arch, "salip")
 
     def compute(out: Path) -> None:
@@ -261,7 +267,7 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
     def load(path: Path) -> dict:
         return json.loads((path / "tta.json").read_text())["best"]
 
-    stage_settings = {"salip": settings, "seed": ctx.seed, "model": sam.model_tag, "equalize": sam.equalize}
+    stage_settings = {"salip": settings, "seed": ctx.seed, "model": sam.key_tag}
     key, best = ctx.stage("salip_tta", stage_settings, [ctx.volumes_key, gate_key], compute, load)
     draw = {k: type(getattr(settings, k))(v) for k, v in best.items()}
     return key, dataclasses.replace(settings, **draw)
@@ -270,7 +276,7 @@ def adapt_on_gt(ctx: RunContext, settings: SalipSettings) -> tuple[str, SalipSet
 def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     """SaLIP's output on ``split``: one mask per case (cached per case)."""
     settings = ctx.settings.baselines.salip
-    sam, clip = segmenter(ctx), method_clip(ctx, settings.clip_arch)
+    sam, clip = segmenter(ctx, settings.equalize), method_clip(ctx, settings.clip_arch)
     inputs = []
     if settings.tta_on_gt:
         tta_key, settings = adapt_on_gt(ctx, settings)
@@ -283,7 +289,6 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
         return salip_volume(volume.image, brain_of(volume), gates[volume.case_id], sam, generator, clip, text,
                             settings, ctx.progress, volume.case_id)
 
-    stage_settings = {"split": split, "salip": settings, "model": sam.model_tag, "equalize": sam.equalize,
-                      "clip": clip.record.tag}
+    stage_settings = {"split": split, "salip": settings, "model": sam.key_tag, "clip": clip.record.tag}
     return per_case_stage(ctx, "salip", stage_settings, [gate_key, ctx.volumes_key, *inputs],
                           ctx.volumes(split), run)

@@ -16,6 +16,20 @@ HEALTHY_SOURCES = ("clip", "ground_truth")
 
 
 @dataclass(frozen=True)
+class ZeroShotSettings:
+    """The zero-shot slice labelling the baselines share with CLISC's stage 1 (its two prompts, the
+    argmax of their probabilities; ``clisc.stages.slice_labels.label_volume``): the gate of SaLIP and
+    MedCLIP-SAM (``slices=clip``) and the healthy slices of the anomaly-detection rows
+    (``healthy_source=clip``). The baselines' own, so CLISC's ``official`` protocol (the public
+    code's confidence filter, z-smoothing and PIL truncation) does not reach them; the defaults are
+    the paper's stage 1. Compute (``slice_labels.batch_size``, ``.precision``) stays CLISC's."""
+
+    min_confidence: float | None = None  # drop slices whose winning probability is below this
+    z_smoothing: bool = False  # majority of the kept neighbours along z
+    pil_truncation: bool = False  # the z-scored slice handed to PIL (negatives -> 0), as CLISC's code
+
+
+@dataclass(frozen=True)
 class FlairThresholdSettings:
     """A sanity floor (Meissen et al. 2021): brain voxels above a fixed percentile of the brain's
     FLAIR intensity, then a light morphological clean-up."""
@@ -35,6 +49,7 @@ class ConstrainedVaeSettings:
     input_size: int = 224  # slices resized to SxS; a multiple of 16 (four stride-2 stages before the dense latent)
     latent_dim: int = 32
     epochs: int = 300
+    iterations_per_epoch: int | None = None  # schedule length: batches per epoch (None: one pass, the code)
     batch_size: int = 8
     lr: float = 1e-4
     w_kl: float = 10.0
@@ -126,8 +141,13 @@ class Sim2RealSettings:
     tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
     layer_decomposition: bool = True  # also predict the normal and tumour layers (L1 losses), as the code
     host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | all
+    # sliding window on the preprocessed grid | resize (the brain to the patch size and back, as the
+    # code's 128^3); the window overlap is ``unet.sw_overlap``
+    inference: str = "sliding"
 
     def __post_init__(self) -> None:
+        if self.inference not in ("sliding", "resize"):
+            raise ValueError(f"sim2real.inference must be 'sliding' or 'resize', got {self.inference!r}")
         if self.host_slices not in HOST_SLICES:
             raise ValueError(f"sim2real.host_slices must be one of {HOST_SLICES}, got {self.host_slices!r}")
         for name in ("tumour_voxels", "blend", "intensity", "elongation", "noise_octaves", "texture_blur"):
@@ -169,6 +189,7 @@ class SalipSettings:
 
     clip_arch: str = "ViT-B-32-quickgelu"  # the 3D path's CLIP ViT-B/32 (its 2D path: ViT-L/14)
     slices: str = "clip"  # which slices get a mask: clip (zero-shot labels) | all | ground_truth (GT)
+    equalize: bool = False  # histogram-equalise SAM's and CLIP's 8-bit slice (CLISC's code does; SaLIP's does not)
     prompts: tuple[str, ...] = SALIP_PROMPTS
     points_per_side: int = 32
     points_per_batch: int = 64
@@ -205,6 +226,7 @@ class MedClipSamSettings:
 
     clip_arch: str = "biomedclip"
     slices: str = "clip"  # which slices get a mask: clip (zero-shot labels) | all | ground_truth (GT)
+    equalize: bool = False  # histogram-equalise the 8-bit slice (CLISC's code does; MedCLIP-SAM's does not)
     text_prompts: tuple[str, ...] = (MEDCLIP_PROMPT,)  # several: their mean embedding
     saliency_channels: int = 300  # gScoreCAM: top channels (of 768) by gradient
     saliency_batch_size: int = 128  # channel-masked images per CLIP forward
@@ -235,9 +257,13 @@ class MedClipSamSettings:
 class BaselineSettings:
     """``healthy_source``: where the anomaly-detection baselines get tumour-free training data:
     ``clip`` (slices CLIP labels normal; label-free, default) or ``ground_truth`` (tumour-free by the
-    segmentation, the usual anomaly-detection protocol; a ground-truth use)."""
+    segmentation, the usual anomaly-detection protocol; a ground-truth use); ``healthy_clip_arch``:
+    the CLIP of ``clip`` (CLISC's, so the labels are CLISC's stage-1 cache entry under the ``paper``
+    protocol); ``zero_shot``: the labelling rule of every baseline's zero-shot labels."""
 
     healthy_source: str = "clip"
+    healthy_clip_arch: str = "ViT-B-32-quickgelu"
+    zero_shot: ZeroShotSettings = field(default_factory=ZeroShotSettings)
     flair_threshold: FlairThresholdSettings = field(default_factory=FlairThresholdSettings)
     amcons: ConstrainedVaeSettings = field(default_factory=ConstrainedVaeSettings)
     gradcamcons: ConstrainedVaeSettings = field(default_factory=lambda: ConstrainedVaeSettings(

@@ -24,8 +24,9 @@ Where it departs from the paper and the code (``docs/DEPARTURES.md``, baselines)
   own U-Net). Patches of ``unet.patch_size`` with random axial rot90 / flips, a share
   ``tumour_crop`` centred on the synthetic tumour (the code resizes the whole brain to 128^3, so its
   tumour is always in view); the last epoch is kept (the code keeps the best test Dice).
-* **inference**: sliding window on the preprocessed grid (the code resizes the brain to 128^3),
-  masked to the brain.
+* **inference**: ``baselines.sim2real.inference``: sliding window on the preprocessed grid
+  (default; the code resizes the brain to 128^3: ``resize``), masked to the brain; Sim2Real's own
+  setting, so CLISC's ``unet.inference`` (``resize`` in its ``official`` protocol) never reaches it.
 """
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | N
     ``run_id``) and training resumes from them; ``on_epoch(epoch, {"loss": ..., parts})`` is called
     before that save.
     """
-    check_patch(unet)
+    check_patch(unet, axial_rotation=True)  # its own axial rot90 of the patch
     device = torch.device(device)
     check_precision(unet.precision, device, "unet.precision")
     steps = settings.iterations_per_epoch or math.ceil(len(volumes) / unet.batch_size)
@@ -269,16 +270,31 @@ def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, devic
     return predict_volume(TumourLogits(network), volume.image, unet, device).astype(bool) & brain_of(volume)
 
 
+def sim2real_unet(ctx: RunContext) -> UNetSettings:
+    """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, its
+    own ``inference`` (not CLISC's ``unet.inference``) and its own patch augmentation (axial rot90 /
+    flips of its patches, whatever CLISC's ``unet.augmentation``)."""
+    inference = ctx.settings.baselines.sim2real.inference
+    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=inference,
+                               augmentation=UNetSettings.augmentation)
+
+
+def training_key(unet: UNetSettings) -> dict:
+    """The U-Net settings that key a trained network: not how it is applied, nor the loader workers."""
+    return {k: v for k, v in dataclasses.asdict(result_settings(unet)).items() if k not in ("inference", "sw_overlap")}
+
+
 def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:
     """The cached Sim2Real network trained on the training split (resumable per epoch)."""
     settings = ctx.settings.baselines.sim2real
-    unet = dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False)
+    unet = sim2real_unet(ctx)
     volumes = ctx.volumes("train")
     inputs, healthy = [ctx.volumes_key], None
     if settings.host_slices != "all":
         healthy_key, healthy = healthy_slices(ctx)
         inputs.append(healthy_key)
-    key_settings = {"sim2real": settings, "unet": result_settings(unet), "seed": ctx.seed}
+    training = {k: v for k, v in dataclasses.asdict(settings).items() if k != "inference"}  # training never infers
+    key_settings = {"sim2real": training, "unet": training_key(unet), "seed": ctx.seed}
     key = ctx.key("sim2real_network", key_settings, inputs)
 
     def compute(out: Path) -> None:
@@ -302,7 +318,7 @@ def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:
 def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     """The method's output on ``split``: the trained network's mask of each case (cached per case)."""
     network_key, network = trained_network(ctx)
-    unet = ctx.settings.unet
+    unet = sim2real_unet(ctx)
 
     def run(volume: Volume) -> np.ndarray:
         return segment_volume(network, volume, unet, ctx.device)

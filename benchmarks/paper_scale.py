@@ -169,7 +169,7 @@ def run_units(s: Settings, device: torch.device, repeats: int, results: dict[str
             results)
     del model, optimizer
 
-    sam, _ = load_sam(s.foundation.sam_arch, "random", device=device)
+    sam, _ = load_sam(s.sam.model, "random", device=device)
     segmenter = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, None, device, "bench", s.sam.precision)
     n_encode = 1 if device.type == "cpu" else s.sam.batch_size
     prepared = [prepare_slice(slices[i % len(slices)]) for i in range(n_encode)]
@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="for CLIP, classifier, SAM encoder and U-Net (CUDA only)")
     parser.add_argument("--channels-last", action="store_true", help="classifier and U-Net in channels-last")
     parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the unit costs there (benchmarks/fanout_projection.py --units reads it)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -296,6 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     run_units(s, device, args.repeats, results)
     print(f"measured in {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
     report(s, results, args.device, args.trials)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({"device": args.device, "device_name": name, "load": os.getloadavg()[0],
+                                         "precision": args.precision, "threads": args.threads, "units": results},
+                                        indent=1, default=str))
+        print(f"\nunit costs written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -177,7 +177,11 @@ def discover_cases(root: str | Path, modality: str = "FLAIR") -> list[CaseFiles]
 
 
 def dataset_fingerprint(cases: list[CaseFiles]) -> str:
-    """Short hash of the case ids and input file sizes: names a dataset in splits and run provenance."""
+    """Short hash of the case ids and input file sizes: names a dataset in splits and run provenance.
+
+    Not the input's identity: an edit at the same size keeps it (so a split file survives it); the
+    stage keys are rooted in the files' contents, :func:`clisc.data.identity.dataset_content_key`.
+    """
     entries = []
     for case in sorted(cases, key=lambda c: c.case_id):
         files = [case.flair] + ([case.seg] if case.seg is not None else [])

@@ -22,8 +22,8 @@ from clisc.data.discovery import CaseFiles, discover_cases
 from clisc.data.io import AFFINE_ATOL
 from clisc.data.native import native_ground_truth
 from clisc.errors import CliscError, DataError
-from clisc.evaluation.evaluate import evaluate_case, per_case_table, summarize, summary_table
-from clisc.evaluation.metrics import EMPTY_HD95_MM
+from clisc.evaluation.evaluate import EvaluationSettings, evaluate_case, per_case_table, summarize, summary_table
+from clisc.evaluation.metrics import EMPTY_HD95_MM, EMPTY_PREDICTION
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,10 @@ def evaluate_folder(
     data_dir: str,
     case_ids: list[str] | None = None,
     empty_hd95: float = EMPTY_HD95_MM,
+    empty_prediction: str = "penalty",
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Per-case table of the predictions in ``pred_dir`` and the ids of cases without a prediction."""
+    """Per-case table of the predictions in ``pred_dir`` and the ids of cases without a prediction
+    (``empty_prediction``: ``penalty`` or the public code's ``zero``, see ``metrics``)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataError(pred_dir, "prediction folder not found")
@@ -92,7 +94,8 @@ def evaluate_folder(
             pred = np.zeros(gt.shape, dtype=bool)
         else:
             pred = load_prediction(path, gt.shape, nib.load(case.flair).affine)
-        rows.append(evaluate_case(case.case_id, pred, gt, spacing, empty_hd95=empty_hd95))
+        rows.append(evaluate_case(case.case_id, pred, gt, spacing, empty_hd95=empty_hd95,
+                                  empty_prediction=empty_prediction))
     if len(missing) == len(cases):
         raise DataError(pred_dir, f"no prediction <case_id>.nii.gz or <case_id>_pred.nii.gz for any of the {len(cases)} cases")
     return per_case_table(rows), missing
@@ -100,13 +103,17 @@ def evaluate_folder(
 
 def _eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    table, missing = evaluate_folder(args.pred, args.data, args.cases, args.empty_hd95)
-    summary = summarize(table)
+    table, missing = evaluate_folder(args.pred, args.data, args.cases, args.empty_hd95, args.empty_prediction)
+    summary = summarize(table, ddof=args.std_ddof)
     with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 120):
         print(summary_table(summary).to_string())
     print(f"Dice 95% bootstrap CI of the mean: [{summary['dsc_ci_low']:.2f}, {summary['dsc_ci_high']:.2f}]")
+    rule = (f"Dice 1 / HD95 0 if both empty; Dice 0 / HD95 {args.empty_hd95:g} mm if one is"
+            if args.empty_prediction == "penalty" else
+            f"empty prediction Dice 0 / HD95 0; empty ground truth Dice 0 / HD95 {args.empty_hd95:g} mm")
+    print(f"std: ddof {args.std_ddof}")
     print(
-        f"empty-mask rule (Dice 1 / HD95 0 if both empty; Dice 0 / HD95 {args.empty_hd95:g} mm if one is): "
+        f"empty-mask rule ({rule}): "
         f"both empty {summary['n_empty_both']}, prediction empty {summary['n_empty_pred']}, "
         f"ground truth empty {summary['n_empty_gt']}"
     )
@@ -135,4 +142,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--empty-hd95", type=float, default=EMPTY_HD95_MM,
         help=f"HD95 (mm) when exactly one mask is empty (default {EMPTY_HD95_MM})",
     )
+    parser.add_argument(
+        "--empty-prediction", choices=EMPTY_PREDICTION, default=EvaluationSettings.empty_prediction,
+        help="empty prediction: 'penalty' (Dice 0, HD95 --empty-hd95; default, the paper protocol) or 'zero' "
+             "(Dice 0, HD95 0: the public code, the official protocol)",
+    )
+    parser.add_argument("--std-ddof", type=int, choices=(0, 1), default=EvaluationSettings.std_ddof,
+                        help="std's delta degrees of freedom: 1 (sample std, default) or 0 (the public code's np.std)")
     parser.set_defaults(func=_eval)

@@ -19,6 +19,11 @@ Empty-mask rule (applied identically to every method; ``empty`` names the case t
 - ground truth empty, prediction not (``empty="gt"``): Dice 0, HD95 ``empty_hd95``;
 - neither empty: ``empty=""``.
 
+``empty_prediction="zero"`` (the ``official`` protocol, ``evaluation.empty_prediction``) replaces the
+rule for an empty prediction by the public code's (``calculate_metric_percase`` in ``utils/utils.py``):
+Dice 0 and HD95 0 whenever the prediction is empty, whatever the ground truth (both empty included);
+the ``empty`` column still says which case applied.
+
 ``empty_hd95`` defaults to ``EMPTY_HD95_MM`` = 373.13 mm, the diagonal of a 240x240x155 1 mm BraTS
 volume (the largest distance two voxels of that grid can have; BraTS's tooling uses 374). This
 differs on purpose from the public CLISC code (medpy with an empty prediction scored HD95 0, which
@@ -37,6 +42,7 @@ from clisc.errors import CliscError
 
 EMPTY_HD95_MM = 373.13  # sqrt(240^2 + 240^2 + 155^2) = 373.128... mm
 EMPTY_RULES = ("", "both", "pred", "gt")
+EMPTY_PREDICTION = ("penalty", "zero")  # the suite's rule above; the public code's Dice 0 / HD95 0
 
 
 @dataclass(frozen=True)
@@ -189,10 +195,17 @@ def score_case(
     gt: np.ndarray,
     spacing: Sequence[float] | float,
     empty_hd95: float = EMPTY_HD95_MM,
+    empty_prediction: str = "penalty",
 ) -> CaseScore:
-    """Dice (percent) and HD95 (mm) of one case under the empty-mask rule of this module."""
+    """Dice (percent) and HD95 (mm) of one case under the empty-mask rule of this module
+    (``empty_prediction``: ``penalty``, the suite's, or ``zero``, the public code's; see above)."""
+    if empty_prediction not in EMPTY_PREDICTION:
+        raise CliscError(f"empty_prediction {empty_prediction!r}: expected one of {', '.join(EMPTY_PREDICTION)}")
     pred_mask, gt_mask = _as_masks(pred, gt)
     rule = _empty_rule(bool(pred_mask.any()), bool(gt_mask.any()))
+    if empty_prediction == "zero" and rule in ("both", "pred"):
+        _as_spacing(spacing, pred_mask.ndim)
+        return CaseScore(dsc=0.0, hd95=0.0, empty=rule)
     return CaseScore(
         dsc=100.0 * dice(pred_mask, gt_mask),
         hd95=hd95(pred_mask, gt_mask, spacing, empty_hd95=empty_hd95),

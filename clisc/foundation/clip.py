@@ -4,6 +4,8 @@
 models use the ``-quickgelu`` configs (plain ``ViT-B-16`` + ``openai`` builds the wrong activation).
 "tiny" is ``configs/clisc-tiny-clip.json`` registered with ``open_clip.add_model_config``: a 2-layer
 ViT (64 px, patch 16) and text transformer with 64-d embeddings, random weights only, for tests.
+"biomedclip-offline" (``configs/clisc-biomedclip-offline.json``, random weights only) has BiomedCLIP's
+shapes without a hub request (``OFFLINE_ARCHS``; the paper-size smoke run on random weights).
 """
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 
 TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "clisc-tiny-clip.json"
 open_clip.add_model_config(TINY_CONFIG)
+# BiomedCLIP's shapes without the hub (random weights only, ``foundation.offline``): the hub config's timm
+# ViT-B/16 image tower at 224 (768 channels, 512-d projection), and for its PubMedBERT text tower a
+# BERT-base-sized open_clip transformer (12 x 768, context 256) with CLIP's own tokenizer
+OFFLINE_BIOMEDCLIP_CONFIG = Path(__file__).resolve().parent / "configs" / "clisc-biomedclip-offline.json"
+open_clip.add_model_config(OFFLINE_BIOMEDCLIP_CONFIG)
 
 HF_HUB_PREFIX = "hf-hub:"
 HUB_WEIGHT_FILES = (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)  # open_clip's preference order
@@ -48,10 +55,13 @@ class ClipArch:
 CLIP_ARCHS: dict[str, ClipArch] = {
     "ViT-B-32-quickgelu": ClipArch("ViT-B-32-quickgelu", "openai"),
     "ViT-B-16-quickgelu": ClipArch("ViT-B-16-quickgelu", "openai"),
+    "ViT-L-14-quickgelu": ClipArch("ViT-L-14-quickgelu", "openai"),
     "biomedclip": ClipArch("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None,
                            requires=("transformers",)),  # PubMedBERT text tower and tokenizer
     "tiny": ClipArch(TINY_CONFIG.stem, None),
+    "biomedclip-offline": ClipArch(OFFLINE_BIOMEDCLIP_CONFIG.stem, None, requires=("timm",)),
 }
+OFFLINE_ARCHS = {"biomedclip": "biomedclip-offline"}  # hub-only architectures -> their vendored stand-ins
 
 
 @dataclass

@@ -21,6 +21,7 @@ from clisc import __version__
 from clisc.cache import StageCache, stable_hash, stage_key
 from clisc.compute import check_compute
 from clisc.data.discovery import CaseFiles, dataset_fingerprint, discover_cases
+from clisc.data.identity import dataset_content_key
 from clisc.data.lazy import LazyVolumes
 from clisc.data.preprocessing import CACHE_FORMAT as VOLUME_FORMAT
 from clisc.data.preprocessing import PreprocessedStore
@@ -65,6 +66,7 @@ class RunContext:
         self.cases: dict[str, CaseFiles] = {c.case_id: c for c in discover_cases(self.data_root, self.settings.preprocess.modality)
                                             if c.case_id not in self.skip_cases}
         self.fingerprint = dataset_fingerprint(list(self.cases.values()))
+        self.content_key = dataset_content_key(self.cases.values(), self.cache_root)  # roots every stage key
         self.split = self._load_split()
 
     # ----------------------------------------------------------------- data
@@ -90,9 +92,11 @@ class RunContext:
 
     @property
     def volumes_key(self) -> str:
-        # the volume format is hashed too: every stage downstream re-runs when what stages see changes
+        # the volume format is hashed too: every stage downstream re-runs when what stages see changes;
+        # the input files' contents too (``clisc.data.identity``): an in-place edit of one file at the
+        # same size, which the fingerprint (ids + sizes) does not see, re-runs every stage
         return stage_key("volumes", {"preprocess": self.settings.preprocess, "format": VOLUME_FORMAT},
-                         [self.fingerprint, stable_hash(self.split)])
+                         [self.fingerprint, stable_hash(self.split), self.content_key])
 
     # ---------------------------------------------------------------- cache
     def stage(

@@ -27,7 +27,7 @@ from clisc.evaluation.evaluate import evaluate_cases
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.methods import Method, get_method
 from clisc.pipeline.result import MethodResult
-from clisc.pipeline.settings import Settings, apply_overrides, ground_truth_uses, resolve_settings
+from clisc.pipeline.settings import Settings, apply_overrides, ground_truth_uses, protocol_layer, resolve_settings
 from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH, SettingsFile
 from clisc.pipeline.steps_cam import scored_cams
 from clisc.pipeline.steps_seg import (
@@ -75,9 +75,9 @@ def git_commit() -> str:
 
 def method_settings(method: Method, protocol: str, profile: str, overrides: Mapping[str, Any] | None,
                     settings_file: SettingsFile | None = None) -> Settings:
-    """Protocol <- profile <- a settings file's overrides <- the method's declared differences <- the
-    user's overrides (spec, sweep point, ``--set``)."""
-    settings = resolve_settings(protocol, profile)
+    """Protocol (the keys of ``method.protocol_scope``) <- profile <- a settings file's overrides <- the
+    method's declared differences <- the user's overrides (spec, sweep point, ``--set``)."""
+    settings = resolve_settings(protocol, profile, protocol_scope=method.protocol_scope)
     if settings_file is not None:
         settings = apply_overrides(settings, settings_file.overrides)
     settings = apply_overrides(settings, method.overrides)
@@ -135,15 +135,18 @@ def run_method(
                      split_path=Path(split_file) if split_file is not None else None, skip_cases=tuple(skip_cases))
     echo(f"[clisc] {name} (seed {seed}, protocol {protocol}, profile {profile}) on {len(ctx.cases)} cases; "
          f"split {', '.join(f'{k} {len(v)}' for k, v in ctx.split.items())}")
+    left_out = protocol_layer(protocol, method.protocol_scope)[1]
+    if left_out:
+        echo(f"[clisc] {name} keeps its own settings: protocol {protocol}'s {', '.join(left_out)} "
+             f"are CLISC's and not applied")
     require_segs((ctx.cases[c] for c in ctx.split[split]), f"scoring the {split} split")  # before any stage runs
     _, preds = resolve_output(method.output)(ctx, split)
     volumes = ctx.volumes(split)
     saved = Path(out_dir) / "predictions" if save_predictions and out_dir is not None else None
-    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"))
+    per_case = evaluate_cases(native_items(ctx, volumes, preds, saved, f"clisc {name} seed {seed}"),
+                              empty_prediction=settings.evaluation.empty_prediction)
     synthetic = (Path(data) / SYNTHETIC_MARKER).is_file()
-    gt_used = ground_truth_uses(settings, method.gt_switches) + (["validation_scoring"] if split != "test" else [])
-    if settings_file is not None and settings_file.tuned_on_labels:
-        gt_used.append(TUNED_ON_LABELS_SWITCH)
+    gt_used = ground_truth_tags(method, settings, settings_file) + (["validation_scoring"] if split != "test" else [])
     tags = {
         "method": name,
         "title": method.title,
@@ -151,8 +154,12 @@ def run_method(
         "profile": profile,
         "gt_switches": ",".join(gt_used) or "none",
         "label_free": str(method.label_free and not gt_used).lower(),
+        "protocol_left_out": ",".join(protocol_layer(protocol, method.protocol_scope)[1]) or "none",
         "weights": ";".join(f"{k}={v.split('=', 1)[-1]}" for k, v in sorted(ctx.weights.items())) or "none",
+        # a run on any random foundation weights is a smoke/plumbing run, never a result
+        "random_weights": str(any(v.endswith("=random") for v in ctx.weights.values())).lower(),
         "dataset": ctx.fingerprint,
+        "dataset_content": ctx.content_key,
         "synthetic_data": str(synthetic).lower(),
         "git_commit": git_commit(),
         "split_file": ctx.split_path.name,
@@ -169,6 +176,16 @@ def run_method(
         if saved is not None:
             result.artifacts["predictions"] = saved
     return result
+
+
+def ground_truth_tags(method: Method, settings: Settings, settings_file: SettingsFile | None = None) -> list[str]:
+    """The uses of ground truth of a run of ``method`` with ``settings`` before any scoring (its
+    ``gt_switches`` tag; label-free when empty and the method is label-free by design): the method's
+    active switches and a settings file tuned on labels."""
+    gt_used = ground_truth_uses(settings, method.gt_switches, method.gt_switches_when)
+    if settings_file is not None and settings_file.tuned_on_labels:
+        gt_used.append(TUNED_ON_LABELS_SWITCH)
+    return gt_used
 
 
 def split_table(ctx: RunContext) -> pd.DataFrame:

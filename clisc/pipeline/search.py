@@ -25,7 +25,8 @@ from clisc.pipeline.result import MethodResult
 
 OBJECTIVES = {"validation_dice": "dsc_mean", "label_free": "sam_agreement"}
 # settings read only by the outputs listed (a search of them over another output would be blind)
-READ_ONLY_BY = {"s3f.beta": ("unet_round2",), "s3f.round2_targets": ("unet_round2",)}
+READ_ONLY_BY = {"s3f.beta": ("unet_round2",), "s3f.round2_targets": ("unet_round2",),
+                "s3f.keep_rule": ("unet_round2",)}
 
 
 def check_space(method: str, space: Mapping[str, Any]) -> None:
@@ -44,9 +45,7 @@ def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
     percent): label-free (the validation images are read, never their labels)."""
     from clisc.pipeline.context import RunContext
     from clisc.pipeline.methods import get_method
-    from clisc.pipeline.run import method_settings, resolve_output, split_table
-    from clisc.pipeline.settings import ground_truth_uses
-    from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
+    from clisc.pipeline.run import ground_truth_tags, method_settings, resolve_output, split_table
     from clisc.pipeline.steps_seg import sam_agreement
 
     spec = get_method(method)
@@ -59,9 +58,7 @@ def sam_agreement_result(method: str, data: Path, seed: int, settings_kwargs: Ma
                      skip_cases=tuple(settings_kwargs.get("skip_cases", ())))
     _, agreement = sam_agreement(ctx, resolve_output(spec.output)(ctx, "valid"), "valid")
     per_case = pd.DataFrame({"case_id": list(agreement), "sam_agreement": [100.0 * v for v in agreement.values()]})
-    gt_used = ground_truth_uses(settings, spec.gt_switches)
-    if tuned is not None and tuned.tuned_on_labels:
-        gt_used.append(TUNED_ON_LABELS_SWITCH)
+    gt_used = ground_truth_tags(spec, settings, tuned)
     tags = {"method": method, "protocol": settings.protocol, "profile": settings.profile,
             "gt_switches": ",".join(gt_used) or "none", "label_free": str(spec.label_free and not gt_used).lower(),
             "scored_split": "valid (images only, no labels)", "dataset": ctx.fingerprint,
@@ -117,7 +114,7 @@ def run_pipeline_search(spec: Mapping[str, Any], args: argparse.Namespace, overr
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
     method = get_method(spec["method"])
     fixed = method_settings(method, protocol, profile, overrides, settings_file)
-    label_free = (objective == "label_free" and method.label_free and not ground_truth_uses(fixed, method.gt_switches)
+    label_free = (objective == "label_free" and method.label_free and not ground_truth_uses(fixed, method.gt_switches, method.gt_switches_when)
                   and not set(spec["space"]) & set(method.gt_switches)
                   and not (settings_file is not None and settings_file.tuned_on_labels))
     study_name = args.study or f"{spec['name']}-{objective}-{profile}"

@@ -4,6 +4,8 @@ Settings are resolved in layers, each a mapping of dotted keys (``"amda.alpha": 
 defaults (the paper) <- protocol (``protocols/<name>.yaml``: method choices) <- profile
 (``profiles/<name>.yaml``: compute sizes) <- method overrides (ablations) <- user overrides.
 Protocols and profiles are data, not code; the resolved settings hash into every stage's cache key.
+A protocol is CLISC's (its paper's text or its public code): a baseline of Table 1 takes only the
+protocol's ``baselines.*`` keys (``Method.protocol_scope``), so it runs the same under every protocol.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import yaml
 from baselines.settings import BaselineSettings
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
+from clisc.evaluation.evaluate import EvaluationSettings
+from clisc.foundation import catalogue
 from clisc.pipeline.layers import load_layer
 from clisc.pipeline.result import flatten
 from clisc.stages.amda import AmdaSettings
@@ -38,12 +42,19 @@ def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class FoundationSettings:
-    """Which foundation models and weights: ``weights`` is ``pretrained``, ``random`` or a folder."""
+    """Which foundation models and weights: ``weights`` is ``pretrained``, ``random`` or a folder.
+    ``clip_arch``: the slice-label stage's CLIP (``clisc.foundation.catalogue``; the SAM stage's model
+    is ``sam.model``)."""
 
     clip_arch: str = "ViT-B-32-quickgelu"
-    sam_arch: str = "vit_b"
-    size: str = "base"  # "tiny" swaps every model for a small one of the same class (tests, demo)
+    size: str = "base"  # "tiny" swaps every model for a small one of the same family (tests, demo)
     weights: str = "pretrained"
+    # with random weights only: hub-only architectures (BiomedCLIP) built from vendored configs of the same
+    # shapes (clisc.foundation.clip.OFFLINE_ARCHS), so the paper-size models need no download at all
+    offline: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of("clip_arch", self.clip_arch, catalogue.choices("foundation.clip_arch"))
 
 
 @dataclass(frozen=True)
@@ -87,13 +98,26 @@ class CamSettings:
 
 @dataclass(frozen=True)
 class SamSettings:
+    """``model``: the SAM stage's model (``clisc.foundation.catalogue``): SAM ViT-B/L/H, MedSAM or SAM 2.1."""
+
+    model: str = "vit_b"
     batch_size: int = 8
     equalize: bool = False  # the code equalises the slice histogram before SAM
     brain_only: bool = False  # SAM's masks zeroed outside the brain (the code's `image != 0` never does it)
+    # a training case whose ROIs are all empty gets no SAM pseudo-label and round 1 leaves it out (the code)
+    skip_empty_rois: bool = False
     # image embeddings reused by S3F and later runs: "disk" (ViT-B: 4 MiB per prompted slice),
     # "memory" (this process only) or "off"
     embedding_cache: str = "disk"
     precision: str = "fp32"  # image encoder autocast on CUDA: "fp32" | "bf16" | "fp16"
+    # schedule length: at most this many prompted slices per volume go through SAM (evenly spaced; the
+    # others stay empty); None = every one (the paper). Only the paper-size smoke run on CPU sets it.
+    max_slices: int | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("model", self.model, catalogue.choices("sam.model"))
+        if self.max_slices is not None and (isinstance(self.max_slices, bool) or self.max_slices < 1):
+            raise ValueError(f"max_slices must be a positive integer or null, got {self.max_slices!r}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,7 @@ class Settings:
     s3f: S3FSettings = field(default_factory=S3FSettings)
     gt: GroundTruthSwitches = field(default_factory=GroundTruthSwitches)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)  # Table 1's other rows
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)  # scoring conventions, no stage
 
     @property
     def label_free(self) -> bool:
@@ -184,13 +209,17 @@ def setting(settings: Settings, key: str) -> Any:
     return node
 
 
-def ground_truth_uses(settings: Settings, switches: Iterable[str]) -> list[str]:
+def ground_truth_uses(settings: Settings, switches: Iterable[str], when: Mapping[str, str] | None = None
+                      ) -> list[str]:
     """The ground-truth uses among the dotted ``switches`` (a method's ``gt_switches``): a switch is
-    active when its value is ``True`` or ``"ground_truth"``. Names: the field for ``gt.*`` switches
+    active when its value is ``True`` or ``"ground_truth"`` and the boolean setting ``when[switch]``
+    (a method's ``gt_switches_when``), if any, is on. Names: the field for ``gt.*`` switches
     (``gate_cams_with_gt``), ``key=value`` otherwise (``baselines.healthy_source=ground_truth``)."""
     uses = []
     for key in switches:
         value = setting(settings, key)
+        if when and key in when and setting(settings, when[key]) is not True:
+            continue
         if value is True or value == GROUND_TRUTH:
             uses.append(key.split(".", 1)[1] if key.startswith("gt.") else f"{key}={value}")
     return uses
@@ -204,13 +233,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
+def protocol_layer(protocol: str, scope: tuple[str, ...] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``(applied, left_out)``: the overrides of ``protocol`` whose keys start with one of the
+    prefixes ``scope`` (None: all of them), and the keys left out (a method's ``protocol_scope``)."""
+    layer = load_layer("protocol", protocol)
+    if scope is None:
+        return layer, []
+    applied = {k: v for k, v in layer.items() if k.startswith(tuple(scope))}
+    return applied, [k for k in layer if k not in applied]
+
+
 def resolve_settings(
     protocol: str = "paper",
     profile: str = "paper",
     overrides: Mapping[str, Any] | None = None,
+    protocol_scope: tuple[str, ...] | None = None,
 ) -> Settings:
-    """Defaults <- protocol <- profile <- overrides (see module docstring)."""
+    """Defaults <- protocol <- profile <- overrides (see module docstring); ``protocol_scope``: the
+    key prefixes of the protocol layer applied (a method's ``protocol_scope``; None: all)."""
     settings = Settings(protocol=protocol, profile=profile)
-    settings = apply_overrides(settings, load_layer("protocol", protocol))
+    settings = apply_overrides(settings, protocol_layer(protocol, protocol_scope)[0])
     settings = apply_overrides(settings, load_layer("profile", profile))
     return apply_overrides(settings, overrides or {})

@@ -23,7 +23,7 @@ from clisc.stages.amda import amda_training_set
 from clisc.stages.cam import best_threshold, binarise_cams, layer_cam, postprocess_cam_volume
 from clisc.stages.classifier import predict_tumour_prob, slices_to_input, train_classifier
 from clisc.stages.slice_input import axial_slices, brain_of, volume_from_slices
-from clisc.stages.slice_labels import label_volume
+from clisc.stages.slice_labels import SliceLabelSettings, label_volume
 
 CAM_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.80001, 0.05), 2))  # the code's: 0.05 .. 0.80
 
@@ -52,14 +52,18 @@ def classifier_input(volume: Volume, zs: np.ndarray, size: int) -> torch.Tensor:
     return slices_to_input(axial_slices(volume.image, zs), size, axial_slices(brain_of(volume), zs))
 
 
-def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
-    """CLIP zero-shot labels of every training slice: ``Z`` int8 per case (1, 0, or -1 dropped)."""
+def clip_labels(ctx: RunContext, arch: str | None = None, rule: SliceLabelSettings | None = None
+                ) -> tuple[str, dict[str, np.ndarray]]:
+    """CLIP zero-shot labels of every training slice: ``Z`` int8 per case (1, 0, or -1 dropped).
+    ``arch``, ``rule``: another CLIP and labelling rule (the baselines' healthy slices; default:
+    ``foundation.clip_arch`` and ``slice_labels``); the same values give the same cache entry."""
     s = ctx.settings
-    arch = clip_arch(s.foundation)
+    arch = clip_arch(s.foundation) if arch is None else arch
+    rule = s.slice_labels if rule is None else rule
 
     def compute(out: Path) -> None:
         clip = load_clip_cached(arch, s.foundation.weights, ctx.device)
-        labels = {v.case_id: label_volume(clip, v.image, s.slice_labels, brain_of(v)) for v in ctx.volumes("train")}
+        labels = {v.case_id: label_volume(clip, v.image, rule, brain_of(v)) for v in ctx.volumes("train")}
         save_arrays(out / "labels.npz", labels)
         (out / "weights.json").write_text(json.dumps({"clip": clip.record.tag}))
 
@@ -67,7 +71,10 @@ def clip_labels(ctx: RunContext) -> tuple[str, dict[str, np.ndarray]]:
         ctx.weights.update(json.loads((path / "weights.json").read_text()))
         return load_arrays(path / "labels.npz")
 
-    settings = {"clip": arch, "weights": s.foundation.weights, "labels": s.slice_labels}
+    settings = {"clip": arch, "weights": s.foundation.weights, "labels": rule}
+    # the CLIP built (``foundation.clip_arch``, or its tiny stand-in) and its weights' name + sha256
+    # (CLIP is loaded for the key: pretrained files are hashed once, the hash memoised beside them)
+    settings["clip_weights"] = load_clip_cached(arch, s.foundation.weights, ctx.device).record.tag
     return ctx.stage("slice_labels", settings, [ctx.volumes_key], compute, load)
 
 

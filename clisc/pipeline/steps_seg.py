@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,18 +17,22 @@ import numpy as np
 import torch
 
 from clisc.cache import atomic_write_bytes
-from clisc.data.lazy import MappedSequence, NpzFolder
+from clisc.data.lazy import LazyMapping, MappedSequence, NpzFolder
 from clisc.data.preprocessing import Volume
+from clisc.errors import CliscError
 from clisc.pipeline.context import RunContext, save_arrays
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.models import load_sam_cached, sam_arch
 from clisc.pipeline.steps_cam import labelled_volumes, roi_masks
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
+from clisc.stages.sam_variants import make_segmenter
 from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
 from clisc.stages.slice_input import brain_of, model_input_volume
 from clisc.stages.unet3d import build_unet, predict_volume, result_settings, train_unet
 from clisc.stages.unet_recipe import resolve
+
+log = logging.getLogger(__name__)
 
 
 def sam_volume(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: SamSegmenter,
@@ -41,19 +46,23 @@ def sam_volume(volume: Volume, roi: np.ndarray, prompts: PromptSettings, sam: Sa
     return masks & brain if brain_only else masks
 
 
-def segmenter(ctx: RunContext) -> SamSegmenter:
-    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content)."""
+def segmenter(ctx: RunContext, equalize: bool | None = None) -> SamSegmenter:
+    """SAM with a disk embedding cache shared by every stage and run (keyed by slice content);
+    ``equalize``: a baseline's own histogram equalisation (default: CLISC's ``sam.equalize``)."""
     s = ctx.settings
-    memo = ("segmenter", "")
+    equalize = s.sam.equalize if equalize is None else equalize
+    memo = ("segmenter", f"equalize={equalize}")
     if memo not in ctx._memo:
-        arch = sam_arch(s.foundation)
+        arch = sam_arch(s.foundation, s.sam)
         sam, record = load_sam_cached(arch, s.foundation.weights, ctx.device)
-        ctx.weights["sam"] = record.tag
+        ctx.weights["sam"] = f"{s.sam.model}:{record.tag}"
         directory = ctx.cache_root / "sam_embeddings" if s.sam.embedding_cache == "disk" else None
         cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
-        tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
-        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, cache, ctx.device, model_tag=tag,
-                                       precision=s.sam.precision)
+        # the setting, the model built and its weights' full sha256 (random weights are seeded, so
+        # "random" names them exactly): every SAM stage's key holds this tag
+        tag = f"{s.sam.model}-{arch}-{record.name.replace(':', '-')}-{record.sha256}"
+        ctx._memo[memo] = make_segmenter(arch, sam, s.sam.batch_size, equalize, cache, ctx.device, tag,
+                                         s.sam.precision, s.sam.max_slices)
     return ctx._memo[memo]
 
 
@@ -100,7 +109,7 @@ def sam_pseudo_labels(ctx: RunContext, split: str) -> tuple[str, dict[str, np.nd
         return sam_volume(volume, rois[volume.case_id], s.prompts, sam, s.sam.brain_only)
 
     settings = {"split": split, "prompts": s.prompts, "equalize": s.sam.equalize, "brain_only": s.sam.brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_pseudo_labels", settings, [rois_key], ctx.volumes(split), run)
 
 
@@ -115,7 +124,7 @@ def sam_from_ground_truth(ctx: RunContext, split: str = "test") -> tuple[str, di
 
     volumes = labelled_volumes(ctx, split, "SAM prompted from ground truth")
     settings = {"split": split, "prompts": prompts, "equalize": ctx.settings.sam.equalize, "brain_only": brain_only,
-                "model": sam.model_tag}
+                "model": sam.key_tag}
     return per_case_stage(ctx, "sam_gt_prompts", settings, [ctx.volumes_key], volumes, run)
 
 
@@ -176,9 +185,37 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
     return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 
+def round1_targets(labels: dict[str, np.ndarray], rois: dict[str, np.ndarray],
+                   skip_empty_rois: bool) -> dict[str, np.ndarray]:
+    """Round 1's training labels (case id -> ``XxYxZ`` SAM pseudo-label, read on access). With
+    ``skip_empty_rois`` (``sam.skip_empty_rois``, the code) a case whose ROI volume (``XxYxZ``, the
+    one that prompts SAM) is empty is left out, as the code's ``step2`` writes no SAM label for an
+    empty post-processed CAM (``if cam_array.sum() == 0: continue``) and its ``SAM_Sup`` loader
+    keeps only the cases with one; otherwise it trains on its all-empty pseudo-label."""
+    if not skip_empty_rois:
+        return labels
+    kept = [case for case in labels if np.asarray(rois[case]).any()]
+    if len(kept) < len(labels):
+        log.warning("round 1: %d of %d training cases have no ROI and are left out (sam.skip_empty_rois)",
+                    len(labels) - len(kept), len(labels))
+    if not kept:
+        raise CliscError("round 1: every training case has an empty ROI, nothing to train on "
+                         "(sam.skip_empty_rois=true; --set sam.skip_empty_rois=false trains on the empty pseudo-labels)")
+    return LazyMapping(kept, labels.__getitem__)
+
+
 def unet_round1(ctx: RunContext) -> tuple[str, torch.nn.Module]:
+    """Round 1: the network trained on the SAM pseudo-labels of the training cases (those with a ROI
+    under ``sam.skip_empty_rois``)."""
+    s = ctx.settings
     labels_key, labels = sam_pseudo_labels(ctx, "train")
-    return train_network(ctx, "unet_round1", [labels_key], lambda: labels)
+    skip = s.sam.skip_empty_rois
+
+    def targets() -> dict[str, np.ndarray]:
+        rois = roi_masks(ctx, "train", "amda", s.cam.postprocess)[1] if skip else {}
+        return round1_targets(labels, rois, skip)
+
+    return train_network(ctx, "unet_round1", [labels_key], targets, {"skip_empty_rois": skip})
 
 
 def _s3f_prompts(ctx: RunContext) -> PromptSettings:
@@ -190,8 +227,8 @@ def _s3f_reads(ctx: RunContext, sam: SamSegmenter) -> dict:
     """What scoring a prediction against SAM reads (the S3F stage's and the search criterion's key)."""
     s = ctx.settings
     return {"prompts": _s3f_prompts(ctx), "largest_component": s.s3f.largest_component,
-            "drop_empty": s.s3f.drop_empty_predictions, "equalize": s.sam.equalize,
-            "brain_only": s.sam.brain_only, "model": sam.model_tag}
+            "empty_prediction": s.s3f.empty_prediction, "equalize": s.sam.equalize,
+            "brain_only": s.sam.brain_only, "model": sam.key_tag}
 
 
 def s3f(ctx: RunContext) -> tuple[str, S3FScores]:
@@ -233,7 +270,7 @@ def unet_round2(ctx: RunContext) -> tuple[str, torch.nn.Module]:
     if s.s3f.round2_targets == "pseudo_labels":
         pseudo_key, pseudo = sam_pseudo_labels(ctx, "train")
         inputs.append(pseudo_key)
-    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets}
+    reads = {"beta": s.s3f.beta, "round2_targets": s.s3f.round2_targets, "keep_rule": s.s3f.keep_rule}
     return train_network(ctx, "unet_round2", inputs, lambda: select_targets(scores, s.s3f, pseudo)[1], reads)
 
 
@@ -260,7 +297,7 @@ def sam_agreement(ctx: RunContext, output: tuple[str, dict[str, np.ndarray]],
         return json.loads((path / "agreement.json").read_text())
 
     reads = {**_s3f_reads(ctx, sam), "split": split}
-    reads.pop("drop_empty")  # not read: an empty mask scores 0 here
+    reads.pop("empty_prediction")  # not read: an empty mask scores 0 here
     return ctx.stage("sam_agreement", reads, [output_key, ctx.volumes_key], compute, load)
 
 

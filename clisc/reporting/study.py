@@ -17,8 +17,8 @@ import pandas as pd
 
 from clisc.pipeline.result import MethodResult
 from clisc.reporting.tables import (
-    CI_RESAMPLES, by_method, case_means, ci_cell, comparability_banners, mean_std_cell, method_title, paper_rows,
-    row_note, runs_label_free, seed_mean_summary, wilcoxon_p,
+    CI_RESAMPLES, by_method, case_means, ci_cell, comparability_banners, convention_notes, mean_std_cell, method_title,
+    paper_rows, row_note, runs_label_free, seed_mean_summary, wilcoxon_p,
 )
 
 # experiment -> the row the others are tested against
@@ -72,6 +72,6 @@ def study_table(results: Iterable[MethodResult], reference: str = "raw_cam") -> 
         f"{p_column}: two-sided paired Wilcoxon signed-rank test of per-case DSC against the {ref_title} row.",
         "time: minutes the row's stages computed, summed over folds; a stage read from the cache counts 0, "
         "so a stage two rows share (e.g. CAM with AMDA reuses raw CAM's classifier) counts in the row that ran first.",
-    ]
+    ] + convention_notes(grouped)
     df.attrs["warnings"] = []
     return df

@@ -16,21 +16,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from clisc.evaluation import SIZE_GROUPS, bootstrap_ci, paired_wilcoxon, summarize
+from clisc.evaluation import SIZE_GROUPS, EvaluationSettings, bootstrap_ci, run_evaluation_settings, summarize
 from clisc.pipeline.folds import folds_note, pool_folds
 from clisc.pipeline.result import MethodResult
 from clisc.pipeline.settings_file import TUNED_ON_LABELS_SWITCH
+from clisc.reporting.significance import ALPHA, HIGHER_IS_BETTER, marked_cells, wilcoxon_p
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 REFERENCE_METHOD = "clisc"
 NOT_RUN = "not run"
 RANDOM_WEIGHTS_NOTE = "random weights — not comparable to the paper"
 SYNTHETIC_DATA_NOTE = "synthetic data — not comparable to the paper"
-ALPHA = 0.05
 CI_CONFIDENCE = 0.95
 CI_RESAMPLES = 10000
 
@@ -56,9 +55,27 @@ def by_method(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
 
 
 def seed_mean_summary(runs: Sequence[MethodResult]) -> dict[str, float]:
-    """``summarize`` of each seed's per-case table, averaged over seeds (mean of per-seed means/stds)."""
-    per_seed = pd.DataFrame([{k: float(v) for k, v in summarize(r.per_case).items()} for r in runs])
+    """``summarize`` of each seed's per-case table, averaged over seeds (mean of per-seed means/stds);
+    each run's stds with its own ``evaluation.std_ddof``."""
+    per_seed = pd.DataFrame([{k: float(v) for k, v in summarize(
+        r.per_case, ddof=run_evaluation_settings(r.params).std_ddof).items()} for r in runs])
     return per_seed.mean(skipna=True).to_dict()
+
+
+def convention_notes(grouped: dict[str, list[MethodResult]]) -> list[str]:
+    """The scoring convention(s) of the rows (``evaluation.*`` settings of their runs): one note when all
+    rows share one, else one per convention naming its rows (their numbers are then not comparable)."""
+    rows: dict[EvaluationSettings, list[str]] = {}
+    for method, runs in grouped.items():
+        for convention in dict.fromkeys(run_evaluation_settings(r.params) for r in runs):
+            rows.setdefault(convention, []).append(method_title(method))
+    def name(c: EvaluationSettings) -> str:
+        return f"evaluation.empty_prediction={c.empty_prediction}, evaluation.std_ddof={c.std_ddof}"
+    if len(rows) == 1:
+        (convention,) = rows
+        return [f"Scoring: {convention.describe()} ({name(convention)}; docs/METRICS.md)."]
+    return ["WARNING: the rows were scored under different conventions; their numbers are not comparable."] + [
+        f"Scoring of {', '.join(methods)}: {c.describe()} ({name(c)})." for c, methods in rows.items()]
 
 
 def case_means(runs: Sequence[MethodResult], column: str) -> pd.Series:
@@ -78,9 +95,11 @@ def comparability_note(runs: Sequence[MethodResult]) -> str:
 
 
 def comparability_banners(grouped: dict[str, list[MethodResult]]) -> list[str]:
-    """One table-level warning per distinct :func:`comparability_note` of the rows."""
-    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
-    return [f"WARNING: some rows ran with {b}." for b in banners]
+    """One table-level warning per comparability note any row has (each said once, however many rows
+    and note combinations repeat it): ``every row`` or ``some rows``."""
+    notes = [comparability_note(runs) for runs in grouped.values()]
+    said = [n for n in (RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE) if any(n in row for row in notes)]
+    return [f"WARNING: {'every row' if all(n in row for row in notes) else 'some rows'} ran with {n}." for n in said]
 
 
 def runs_label_free(runs: Sequence[MethodResult]) -> bool:
@@ -106,17 +125,6 @@ def provenance_note(runs: Sequence[MethodResult]) -> str:
         notes.append(f"settings tuned {'on validation labels ' if on_labels else ''}in study {', '.join(studies)}")
     pooled = sorted({folds_note(r) for r in runs} - {""})
     return "; ".join(notes + pooled)
-
-
-def wilcoxon_p(reference: pd.Series, other: pd.Series) -> float:
-    """Two-sided paired Wilcoxon p of two per-case series over their common cases (1.0 if identical)."""
-    common = reference.index.intersection(other.index)
-    if len(common) == 0:
-        return math.nan
-    a, b = reference.loc[common], other.loc[common]
-    if np.allclose(a.to_numpy(), b.to_numpy()):
-        return 1.0
-    return float(paired_wilcoxon(a, b)[1])
 
 
 def mean_std_cell(mean: float, std: float | None = None) -> str:
@@ -159,16 +167,28 @@ def method_title(method: str) -> str:
     return registered.title if registered else method
 
 
-def _significance(grouped: dict[str, list[MethodResult]]) -> tuple[dict[str, float], bool]:
-    """p of CLISC vs each other method (DSC), and whether CLISC beats every other method whose runs
-    are label-free (by their tags)."""
+def case_groups(runs: Sequence[MethodResult]) -> pd.Series:
+    """The size group of each case of ``runs`` (index = case id; the first run naming a case)."""
+    stacked = pd.concat([r.per_case[["case_id", "size_group"]] for r in runs]).drop_duplicates("case_id")
+    return stacked.set_index("case_id")["size_group"].astype(str)
+
+
+def _significance(grouped: dict[str, list[MethodResult]]) -> tuple[dict[str, dict[str, float]], set[str]]:
+    """p of CLISC vs each other method per metric (``{method: {"dsc": p, "hd95": p}}``), and the cells
+    of CLISC (``clisc.reporting.significance.CELLS``) significantly better than every other method
+    whose runs are label-free (by their tags)."""
     if REFERENCE_METHOD not in grouped:
-        return {}, False
-    reference = case_means(grouped[REFERENCE_METHOD], "dsc")
-    p = {m: wilcoxon_p(reference, case_means(runs, "dsc")) for m, runs in grouped.items() if m != REFERENCE_METHOD}
-    rivals = [m for m in p if runs_label_free(grouped[m])]
-    marked = bool(rivals) and all(p[m] < ALPHA for m in rivals)
-    return p, marked
+        return {}, set()
+    runs_of = {m: {metric: case_means(runs, metric) for metric in HIGHER_IS_BETTER} for m, runs in grouped.items()}
+    reference = runs_of.pop(REFERENCE_METHOD)
+    p = {m: {metric: wilcoxon_p(reference[metric], values[metric]) for metric in HIGHER_IS_BETTER}
+         for m, values in runs_of.items()}
+    rivals = {m: values for m, values in runs_of.items() if runs_label_free(grouped[m])}
+    return p, marked_cells(reference, case_groups(grouped[REFERENCE_METHOD]), rivals)
+
+
+def _p_cell(p: float) -> str:
+    return "" if math.isnan(p) else f"{p:.3g}"
 
 
 def label_free_warnings(grouped: dict[str, list[MethodResult]], specs: list[dict[str, Any]]) -> list[str]:
@@ -192,12 +212,14 @@ def _notes(grouped: dict[str, list[MethodResult]], warnings: Sequence[str] = ())
         "means and of the per-seed stds (column seeds).",
         f"95% CI: percentile bootstrap ({CI_RESAMPLES} resamples, seed 0) of the mean of per-case values "
         "(each case averaged over seeds).",
-        "p: two-sided paired Wilcoxon signed-rank test of per-case DSC, CLISC vs the row's method, on the "
-        f"cases both ran. * on CLISC: p < {ALPHA} against every other method whose runs are label-free.",
+        "p, p HD95: two-sided paired Wilcoxon signed-rank test of per-case DSC (HD95), CLISC vs the row's "
+        f"method, on the cases both ran. * on a CLISC cell: against every other method whose runs are "
+        f"label-free, p < {ALPHA} and CLISC's mean over the paired cases better (higher DSC, lower HD95); "
+        "size groups (size table): the same test on the cases of the group.",
         "label-free: from the runs' tags (label_free, gt_switches); 'no' when any run read ground truth "
         "outside test scoring (the note names how); empty for rows that did not run.",
         "Δ: ours minus the paper's published mean.",
-    ]
+    ] + convention_notes(grouped)
     if any(folds_note(r) for runs in grouped.values() for r in runs):
         notes.append("Cross-validation: the per-case rows of all folds are pooled (cases = every case once; "
                      "p pairs cases by id).")
@@ -213,7 +235,7 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
     """Rows of the paper's ``table`` (``table1``/``table2``): ours beside the paper's, CI, p, notes."""
     grouped = by_method(results)
     specs = _row_specs(table, grouped)
-    p_values, clisc_marked = _significance(grouped)
+    p_values, marked = _significance(grouped)
     warnings = label_free_warnings(grouped, specs)
     rows = []
     for spec in specs:
@@ -228,31 +250,49 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
         }
         if not runs:
             row.update({"seeds": "", "cases": "", "DSC": NOT_RUN, "DSC 95% CI": "", "Δ DSC": "",
-                        "HD95": NOT_RUN, "HD95 95% CI": "", "Δ HD95": "", "p vs CLISC": "", "note": NOT_RUN})
+                        "HD95": NOT_RUN, "HD95 95% CI": "", "Δ HD95": "", "p vs CLISC": "", "p HD95 vs CLISC": "",
+                        "note": NOT_RUN})
             rows.append(row)
             continue
         summary = seed_mean_summary(runs)
-        mark = "*" if method == REFERENCE_METHOD and clisc_marked else ""
-        p = p_values.get(method, math.nan)
+        mark = (lambda cell: "*" if method == REFERENCE_METHOD and cell in marked else "")  # noqa: E731
+        p = p_values.get(method, {})
         row.update({
             "seeds": str(len(runs)),
             "cases": str(int(summary["n_cases"])),
-            "DSC": mean_std_cell(summary["dsc_mean"], summary["dsc_std"]) + mark,
+            "DSC": mean_std_cell(summary["dsc_mean"], summary["dsc_std"]) + mark("dsc"),
             "DSC 95% CI": ci_cell(case_means(runs, "dsc")),
             "Δ DSC": _delta(summary["dsc_mean"], paper_dsc[0] if paper_dsc else None),
-            "HD95": mean_std_cell(summary["hd95_mean"], summary["hd95_std"]),
+            "HD95": mean_std_cell(summary["hd95_mean"], summary["hd95_std"]) + mark("hd95"),
             "HD95 95% CI": ci_cell(case_means(runs, "hd95")),
             "Δ HD95": _delta(summary["hd95_mean"], paper_hd[0] if paper_hd else None),
-            "p vs CLISC": "" if math.isnan(p) else f"{p:.3g}",
+            "p vs CLISC": _p_cell(p.get("dsc", math.nan)),
+            "p HD95 vs CLISC": _p_cell(p.get("hd95", math.nan)),
             "note": row_note(runs),
         })
         rows.append(row)
     columns = ["method", "label-free", "seeds", "cases", "DSC", "DSC 95% CI", "paper DSC", "Δ DSC",
-               "HD95", "HD95 95% CI", "paper HD95", "Δ HD95", "p vs CLISC", "note"]
+               "HD95", "HD95 95% CI", "paper HD95", "Δ HD95", "p vs CLISC", "p HD95 vs CLISC", "note"]
     df = pd.DataFrame(rows, columns=columns)
     df.attrs["notes"] = _notes(grouped, warnings)
     df.attrs["warnings"] = warnings
+    df.attrs["row_methods"] = [spec["method"] for spec in specs]
+    df.attrs["cell_notes"] = _cell_notes(df, grouped)
     return df
+
+
+def _cell_notes(df: pd.DataFrame, grouped: dict[str, list[MethodResult]]) -> list[list]:
+    """Empty predictions and floor p-values, as cell footnotes (:mod:`clisc.reporting.footnotes`)."""
+    from clisc.reporting.footnotes import cell_notes
+
+    return cell_notes(df, grouped, REFERENCE_METHOD)
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as printed: footnote markers and footnotes (:func:`clisc.reporting.footnotes.display_table`)."""
+    from clisc.reporting.footnotes import display_table as with_footnotes
+
+    return with_footnotes(df, (RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE))
 
 
 def table1(results: Iterable[MethodResult]) -> pd.DataFrame:
@@ -271,25 +311,48 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
     groups = size_groups()
     specs = _row_specs(table, grouped)
     warnings = label_free_warnings(grouped, specs)
+    marked = _significance(grouped)[1]
     rows = []
     for spec in specs:
         runs = grouped.get(spec["method"])
         paper_groups = spec.get("groups", {})
         row: dict[str, str] = {"method": spec["label"]}
         summary = seed_mean_summary(runs) if runs else {}
+
+        def cell(metric: str, group: str) -> str:
+            if not runs:
+                return NOT_RUN
+            star = "*" if spec["method"] == REFERENCE_METHOD and f"{metric}_{group}" in marked else ""
+            return mean_std_cell(summary.get(f"{metric}_{group}", math.nan)) + star
+
         for group in groups:
-            row[f"DSC {group}"] = mean_std_cell(summary.get(f"dsc_{group}", math.nan)) if runs else NOT_RUN
+            row[f"DSC {group}"] = cell("dsc", group)
             row[f"paper DSC {group}"] = mean_std_cell(paper_groups[group]) if group in paper_groups else ""
         for group in groups:
-            row[f"HD95 {group}"] = mean_std_cell(summary.get(f"hd95_{group}", math.nan)) if runs else NOT_RUN
+            row[f"HD95 {group}"] = cell("hd95", group)
         row["note"] = row_note(runs) if runs else NOT_RUN
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["notes"] = [line for line in _notes(grouped, warnings) if line.startswith("WARNING")] + [
-        "Mean per size group (quintiles of ground-truth tumour volume); several seeds: mean of per-seed means."
-    ]
+        "Mean per size group (quintiles of ground-truth tumour volume); several seeds: mean of per-seed means.",
+        f"* on a CLISC cell: against every other method whose runs are label-free, the two-sided paired Wilcoxon "
+        f"signed-rank test of the group's per-case DSC (HD95) gives p < {ALPHA} and CLISC's mean over the paired "
+        "cases is better (higher DSC, lower HD95).",
+    ] + convention_notes(grouped)
     df.attrs["warnings"] = warnings
+    df.attrs["row_methods"] = [spec["method"] for spec in specs]
+    df.attrs["group_n"] = _group_counts(grouped, groups)
     return df
+
+
+def _group_counts(grouped: dict[str, list[MethodResult]], groups: Sequence[str]) -> dict[str, int]:
+    """Test cases per size group (the most any method scored: methods share the test split)."""
+    counts = {group: 0 for group in groups}
+    for runs in grouped.values():
+        cases = pd.concat([r.per_case[["case_id", "size_group"]] for r in runs]).drop_duplicates("case_id")
+        for group in groups:
+            counts[group] = max(counts[group], int((cases["size_group"] == group).sum()))
+    return counts
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -308,6 +371,8 @@ def markdown_table(df: pd.DataFrame) -> str:
     def cells(values: Iterable[Any]) -> str:
         return "| " + " | ".join(str(v).replace("|", r"\|") for v in values) + " |"
 
+    df = display_table(df)
+
     lines = [cells(df.columns), "|" + "|".join("---" for _ in df.columns) + "|"]
     lines += [cells(row) for row in df.itertuples(index=False)]
     notes = df.attrs.get("notes", [])
@@ -322,8 +387,9 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
     md.write_text(markdown_table(df), encoding="utf-8")
     df.to_csv(csv, index=False)
-    caption = " ".join(df.attrs.get("notes", [])) or None
-    latex = df.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
+    shown = display_table(df)
+    caption = " ".join(shown.attrs.get("notes", [])) or None
+    latex = shown.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
     for char, command in _LATEX_UNICODE.items():
         latex = latex.replace(char, command)
     tex.write_text(latex, encoding="utf-8")

@@ -8,6 +8,7 @@ The model itself comes from ``clisc.foundation.resnet.build_resnet50(head=settin
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ class ClassifierSettings:
     select_on_gt_validation: bool = False
     precision: str = "fp32"  # training autocast on CUDA: "fp32" | "bf16" | "fp16" (+ GradScaler)
     channels_last: bool = False  # NHWC model and batches (faster convolutions on CUDA tensor cores)
+    # schedule length: at most this many batches per epoch (None: one pass over the slices, the paper)
+    iterations_per_epoch: int | None = None
 
 
 def slices_to_input(slices: np.ndarray, input_size: int, brain: np.ndarray | None = None) -> torch.Tensor:
@@ -145,9 +148,11 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
         for epoch in tqdm(range(settings.epochs), desc="classifier", disable=not progress):
             model.train()
             order = torch.randperm(len(images), generator=shuffle)
-            total_loss = 0.0
-            for x, y in prefetch(_host_batches(images, labels, order, settings.batch_size, device),
-                                 device.type == "cuda"):
+            total_loss, seen = 0.0, 0
+            batches = _host_batches(images, labels, order, settings.batch_size, device)
+            if settings.iterations_per_epoch is not None:
+                batches = itertools.islice(batches, settings.iterations_per_epoch)
+            for x, y in prefetch(batches, device.type == "cuda"):
                 optimizer.zero_grad()
                 x = as_channels_last(x.to(device, non_blocking=True).float(), settings.channels_last)
                 with autocast(device, settings.precision):
@@ -156,9 +161,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: np.ndarray 
                 scaler.step(optimizer)
                 scaler.update()
                 total_loss += float(loss.detach()) * len(y)
+                seen += len(y)
             if scheduler is not None:
                 scheduler.step()
-            metrics = {"loss": total_loss / len(images)}
+            metrics = {"loss": total_loss / max(seen, 1)}
             message = f"epoch {epoch + 1}: loss {metrics['loss']:.4f}"
             if select:
                 accuracy = metrics["val_accuracy"] = _accuracy(model, val[0], val_labels, settings.batch_size)

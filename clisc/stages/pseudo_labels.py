@@ -171,6 +171,18 @@ class _Batch:
     pixels: torch.Tensor | None  # Bxhxwx3 uint8 resized slices still to encode (pinned on CUDA)
 
 
+def capped(indices: Sequence[int], max_slices: int | None) -> list[int]:
+    """At most ``max_slices`` of ``indices`` (sorted), evenly spaced: the centres of ``max_slices``
+    equal parts (one slice: the middle one, where the brain is largest): the schedule-length cap on the
+    slices SAM sees (``sam.max_slices``: the paper-size smoke run on CPU)."""
+    indices = list(indices)
+    if max_slices is None or len(indices) <= max_slices:
+        return indices
+    n = len(indices)
+    picks = sorted({min(int((i + 0.5) * n / max_slices), n - 1) for i in range(max_slices)})
+    return [indices[j] for j in picks]
+
+
 class SamSegmenter:
     """Batched, cached SAM inference over 2D slices with one prompt set per slice.
 
@@ -178,7 +190,8 @@ class SamSegmenter:
     encoder + mask decoder in one forward per prompt layout; ``equalize`` applies the public code's
     histogram equalisation in ``prepare_slice``; ``cache`` reuses embeddings, keyed by
     ``model_tag`` (default: ``clisc.foundation.sam.model_tag(sam)``, a hash of the weights, plus the
-    precision when it is not fp32). ``precision`` "bf16"/"fp16" autocasts the image encoder on CUDA
+    precision when it is not fp32). ``max_slices`` caps the prompted slices of one ``segment`` call
+    (``capped``; the others stay empty, as unprompted ones). ``precision`` "bf16"/"fp16" autocasts the image encoder on CUDA
     (the decoder stays fp32); on CUDA the next batch is prepared in a background thread and copied
     through pinned memory while the current one runs.
     """
@@ -192,6 +205,7 @@ class SamSegmenter:
         device: str | torch.device = "cpu",
         model_tag: str | None = None,
         precision: str = "fp32",
+        max_slices: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -204,6 +218,15 @@ class SamSegmenter:
         self.precision = precision
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self._model_tag = model_tag
+        if max_slices is not None and max_slices < 1:
+            raise ValueError(f"max_slices must be >= 1 or None, got {max_slices}")
+        self.max_slices = max_slices
+
+    @property
+    def key_tag(self) -> str:
+        """``model_tag`` plus the slice cap when there is one: what SAM stages put in their keys (the
+        embedding cache stays keyed by ``model_tag``: a slice's embedding does not depend on the cap)."""
+        return self.model_tag if self.max_slices is None else f"{self.model_tag}-max{self.max_slices}slices"
 
     @property
     def model_tag(self) -> str:
@@ -236,8 +259,19 @@ class SamSegmenter:
         """Resized ``Bxhxwx3`` uint8 images -> ``BxCxh'xw'`` float32 embeddings, one encoder forward."""
         batch = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         with autocast(self.device, self.precision):
-            embeddings = self.sam.image_encoder(self.sam.preprocess(batch))
+            embeddings = self.sam.image_encoder(self._normalise(batch))
         return embeddings.to(self._storage_dtype).float()  # what the cache will hand back later
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Resized ``Bx3xhxw`` float 0-255 pixels -> the encoder's input: SAM's ``(x - mean) / std`` and
+        zero-padding to a square (``Sam.preprocess``); MedSAM overrides it (``sam_variants``)."""
+        return self.sam.preprocess(batch)
+
+    def _upsample(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-resolution logits ``Bx1xh''xw''`` -> ``BxHxW`` logits of the original slice (SAM's
+        ``postprocess_masks``: upscale to the padded input, crop the padding, resize)."""
+        input_size = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
+        return self.sam.postprocess_masks(low_res, input_size, original_size)[:, 0]
 
     def _embeddings(self, batch: _Batch) -> list[torch.Tensor]:
         """Embeddings ``Cxh'xw'`` (float32, on the device) of a prepared batch; new ones are cached."""
@@ -275,8 +309,7 @@ class SamSegmenter:
         sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
         low_res = _predict_masks(self.sam.mask_decoder, embeddings, self.sam.prompt_encoder.get_dense_pe(),
                                  sparse, dense)
-        input_size = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
-        return self.sam.postprocess_masks(low_res, input_size, original_size)[:, 0]
+        return self._upsample(low_res, original_size)
 
     def _decode_batch(self, embeddings: list[torch.Tensor], prompts: Sequence[SamPrompt],
                       original_size: tuple[int, int]) -> np.ndarray:
@@ -300,7 +333,7 @@ class SamSegmenter:
         if any(np.shape(s) != shape for s in slices):
             raise ValueError("all slices must have the same HxW shape")
         logits = np.full((len(slices), *shape), -np.inf, dtype=np.float32)
-        prompted = [i for i, p in enumerate(prompts) if p is not None]
+        prompted = capped([i for i, p in enumerate(prompts) if p is not None], self.max_slices)
         chunks = [prompted[s:s + self.batch_size] for s in range(0, len(prompted), self.batch_size)]
         for batch in tqdm(self._batches(slices, chunks), total=len(chunks), desc="SAM", unit="batch",
                           disable=None, leave=False):

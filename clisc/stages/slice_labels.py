@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from clisc.compute import autocast, check_precision
 from clisc.stages.slice_input import axial_slices, model_input_slices
@@ -26,6 +28,7 @@ TUMOUR_PROMPT = ("an image of brain tissue showing a tumor with uneven hyperinte
                  "borders distinct from surroundings")
 
 DROPPED = -1
+GEOMETRIES = ("squash", "resize_crop")
 
 
 class ClipLike(Protocol):
@@ -41,14 +44,23 @@ class ClipLike(Protocol):
 
 @dataclass(frozen=True)
 class SliceLabelSettings:
-    """Stage-1 switches. Paper defaults; the code uses ``min_confidence=0.6``, ``z_smoothing=True``
-    and ``pil_truncation=True``."""
+    """Stage-1 switches. Paper defaults; the code uses ``min_confidence=0.6``, ``z_smoothing=True``,
+    ``pil_truncation=True`` and ``geometry="resize_crop"``.
+
+    ``geometry``: how a slice becomes CLIP's SxS input: ``squash`` (the whole slice stretched to SxS,
+    bilinear) or ``resize_crop`` (CLIP's own preprocessing, as the code's ``preprocess``: shorter side
+    to S, bicubic, then the central SxS; the ends of the longer side are lost)."""
 
     min_confidence: float | None = None
     z_smoothing: bool = False
     pil_truncation: bool = False
+    geometry: str = "squash"
     batch_size: int = 32
     precision: str = "fp32"  # CLIP image encoder autocast on CUDA: "fp32" | "bf16" | "fp16"
+
+    def __post_init__(self) -> None:
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}")
 
 
 def minmax_slices(slices: np.ndarray) -> np.ndarray:
@@ -65,16 +77,33 @@ def resize_slices(slices: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
+def clip_geometry(image_size: int):
+    """open_clip's own evaluation transform at ``image_size`` (shorter side resized to S, bicubic,
+    antialiased; centre crop SxS; PIL images converted to RGB and to [0, 1] tensors) with an identity
+    normalisation: :class:`clisc.foundation.clip.ClipModel` normalises by the model's mean and std."""
+    return open_clip.image_transform(image_size, is_train=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
 def slices_for_clip(slices: np.ndarray, image_size: int, pil_truncation: bool = False,
-                    brain: np.ndarray | None = None) -> torch.Tensor:
+                    brain: np.ndarray | None = None, geometry: str = "squash") -> torch.Tensor:
     """CLIP input ``Nx3xSxS`` in [0, 1] from float slices ``NxHxW`` (S = ``image_size``).
 
     Default: ``model_input_slices`` (background black, per-slice min-max; ``brain`` ``NxHxW`` bool),
-    then resize (the whole slice is stretched to SxS, no centre crop).
+    then resized by ``geometry``: ``squash`` stretches the whole slice to SxS (bilinear);
+    ``resize_crop`` is CLIP's own preprocessing (:func:`clip_geometry`, on the float tensor).
     ``pil_truncation`` reproduces the code, which hands the z-scored float slice to PIL: the slice is
     resized as floats, then PIL's float-to-8-bit conversion truncates to integers in [0, 255]
-    (negatives -> 0), and ``ToTensor`` divides by 255.
+    (negatives -> 0), and ``ToTensor`` divides by 255; with ``resize_crop`` this is the code's
+    ``preprocess(Image.fromarray(slice))`` itself (a mode "F" PIL image through :func:`clip_geometry`).
     """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {geometry!r}")
+    if geometry == "resize_crop":
+        transform = clip_geometry(image_size)
+        if pil_truncation:
+            return torch.stack([transform(Image.fromarray(np.asarray(s, dtype=np.float32))) for s in slices])
+        images = torch.as_tensor(model_input_slices(slices, brain), dtype=torch.float32)[:, None]
+        return transform(images.expand(-1, 3, -1, -1)).clamp_(0.0, 1.0)
     if not pil_truncation:
         return resize_slices(model_input_slices(slices, brain), image_size).clamp_(0.0, 1.0)
     resized = resize_slices(slices, image_size)
@@ -92,7 +121,7 @@ def tumour_probability(clip: ClipLike, slices: np.ndarray, settings: SliceLabelS
     for start in range(0, len(slices), settings.batch_size):
         stop = start + settings.batch_size
         batch = slices_for_clip(slices[start:stop], clip.image_size, settings.pil_truncation,
-                                None if brain is None else brain[start:stop])
+                                None if brain is None else brain[start:stop], settings.geometry)
         with autocast(text.device, settings.precision):
             features = clip.encode_images(batch.to(text.device, text.dtype)).to(text.dtype)  # BxD
         logits = float(clip.logit_scale) * features @ text.T  # Bx2

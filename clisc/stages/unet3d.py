@@ -2,7 +2,7 @@
 
 Paper (section 3.1): a 3D U-Net (Cicek et al.) with 128^3 input, four down/up-samplings, channels
 (16, 32, 64, 128, 256), SGD lr 0.01, batch 2, 400 epochs. Public code (METHOD.md section 3): random
-rot90/flip, random 128^3 crop at native resolution, cross-entropy only, momentum 0.9, weight decay
+rot90/flip of the whole volume, then a random 128^3 crop at native resolution (``unet_augment``), cross-entropy only, momentum 0.9, weight decay
 1e-4, poly decay (power 0.9) per iteration, checkpoint chosen on ground-truth validation Dice, and
 inference by resizing the whole volume to 128^3 and back.
 
@@ -32,7 +32,9 @@ from clisc.cache import atomic_write_bytes, stable_hash
 from clisc.compute import as_channels_last, autocast, channels_last, check_precision, grad_scaler
 from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
-from clisc.stages.unet_official import OfficialUNet3D
+from clisc.stages.unet_augment import AUGMENTATIONS
+from clisc.stages.unet_augment import training_transform as code_order_transform
+from clisc.stages.unet_official import ACTIVATIONS, OfficialUNet3D
 from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve, training_transform
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ class UNetSettings:
     """How the 3D U-Net is built, trained and applied (defaults: the paper / public code)."""
 
     network: str = "monai"  # "monai" | "official" (port of the public code's unet_3D)
+    activation: str = "relu"  # "relu" (Cicek, the code) | "leakyrelu" (slope 0.01, MONAI's DynUNet default)
+    augmentation: str = "axial"  # "axial" (crop, then axial rot90 + independent flips) | "official" (see unet_augment)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     patch_size: tuple[int, int, int] = (128, 128, 128)
     batch_size: int = 2
@@ -72,6 +76,10 @@ class UNetSettings:
 
     def __post_init__(self) -> None:
         resolve(self)  # refuses an unknown recipe or ingredient value
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}")
 
 
 def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES, deep_supervision: bool = True) -> nn.Module:
@@ -79,26 +87,30 @@ def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES, deep_sup
     more, e.g. Sim2Real's layers); X, Y, Z divisible by 2^(levels-1).
 
     "monai": ``monai.networks.nets.DynUNet`` in Cicek's layout: one level per width, two 3x3x3
-    conv-InstanceNorm-(leaky)ReLU per level, the first level at full resolution, down-sampling by a
+    conv-InstanceNorm-activation per level, the first level at full resolution, down-sampling by a
     stride-2 convolution (Cicek: max-pool), transposed-convolution up-sampling + concatenation.
     "official": the public code's network (:class:`OfficialUNet3D`): max-pool down, trilinear up,
-    dropout 0.3. With the recipe's ``deep_supervision`` n > 0 (and ``deep_supervision`` True; "monai"
-    only) the training-mode output is DynUNet's ``Bx(1+n)x{out_channels}xXxYxZ`` stack (lower-resolution
-    heads upsampled to the input); in eval mode it is the full-resolution logits as without.
+    dropout 0.3. Both use ``settings.activation`` (ReLU, or LeakyReLU of slope 0.01). With the recipe's
+    ``deep_supervision`` n > 0 (and ``deep_supervision`` True; "monai" only) the training-mode output is
+    DynUNet's ``Bx(1+n)x{out_channels}xXxYxZ`` stack (lower-resolution heads upsampled to the input); in
+    eval mode it is the full-resolution logits as without.
     """
     heads = resolve(settings).deep_supervision if deep_supervision else 0
     if settings.network == "monai":
         levels = len(settings.channels)
         if heads > levels - 2:
             raise ValueError(f"deep_supervision {heads} needs more than {levels} levels")
+        act = ("relu", {"inplace": True}) if settings.activation == "relu" else \
+            ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
         return DynUNet(spatial_dims=3, in_channels=1, out_channels=out_channels, kernel_size=[3] * levels,
                        strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
-                       filters=list(settings.channels), norm_name="instance", res_block=False,
+                       filters=list(settings.channels), norm_name="instance", act_name=act, res_block=False,
                        deep_supervision=heads > 0, deep_supr_num=max(1, heads))
     if heads:
         raise ValueError("deep_supervision needs unet.network=monai")
     if settings.network == "official":
-        return OfficialUNet3D(in_channels=1, out_channels=out_channels, channels=settings.channels)
+        return OfficialUNet3D(in_channels=1, out_channels=out_channels, channels=settings.channels,
+                              activation=settings.activation)
     raise ValueError(f"unknown network {settings.network!r}; expected 'monai' or 'official'")
 
 
@@ -134,8 +146,9 @@ class PatchDataset(Dataset):
 
     Item ``k`` is slot ``k % batch_size`` of step ``k // batch_size`` (steps run on across epochs):
     the volume :func:`_batch_order` puts there, loaded on access from ``images``/``labels`` (any
-    sequences, e.g. volumes read lazily from the preprocessed cache), padded, cropped and augmented
-    by the recipe's :func:`~clisc.stages.unet_recipe.training_transform` seeded with (epoch seed, step, slot). An item depends on
+    sequences, e.g. volumes read lazily from the preprocessed cache), padded, cropped and augmented by
+    :func:`patch_transform` (``settings.augmentation`` and the recipe) seeded with (epoch seed, step,
+    slot). An item depends on
     nothing else, so any number of DataLoader workers gives the same batches. Returns an image
     ``1xPxPxP`` float32 and a label ``PxPxP`` int64.
     """
@@ -144,7 +157,7 @@ class PatchDataset(Dataset):
                  seed: int, steps: int, first_epoch: int = 0):
         self.images, self.labels, self.settings = images, labels, settings
         self.seed, self.steps, self.first_epoch = seed, steps, first_epoch
-        self.transform = training_transform(settings.patch_size, resolve(settings))
+        self.transform = patch_transform(settings)
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, steps x batch volume indices)
 
     def __len__(self) -> int:
@@ -196,18 +209,38 @@ def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], set
                         "validation": with_validation})
 
 
+def patch_transform(settings: UNetSettings):
+    """The MONAI ``Compose`` that makes one training patch of a ``{"image", "label"}`` volume.
+
+    ``augmentation="axial"``: the recipe's crop and augmentation (:mod:`clisc.stages.unet_recipe`; the
+    ``paper`` recipe is the axial rot90 + flips of :mod:`clisc.stages.unet_augment`). ``"official"``:
+    the code's whole-volume rot/flip then its crop, which fixes the crop and the geometric
+    augmentation, so it refuses recipe ingredients that would change them."""
+    recipe = resolve(settings)
+    if settings.augmentation == "axial":
+        return training_transform(settings.patch_size, recipe)
+    if recipe.foreground_fraction or recipe.augment != "flips":
+        raise ValueError("unet.augmentation=official is the code's crop and rot/flip: it does not combine with "
+                         "unet.foreground_fraction > 0 or unet.augment=nnunet (set unet.augmentation=axial)")
+    return code_order_transform(settings.patch_size, settings.augmentation)
+
+
 def result_settings(settings: UNetSettings) -> UNetSettings:
     """The settings that make a trained network: without the loader workers and the post-processing
     of its predictions (the prediction stages key that: ``resolve(settings).postprocess``)."""
     return dataclasses.replace(settings, loader_workers=None, postprocess="none")
 
 
-def check_patch(settings: UNetSettings) -> None:
-    """Refuse a patch size the network cannot halve ``levels - 1`` times, or one axial rot90 cannot turn."""
+def check_patch(settings: UNetSettings, axial_rotation: bool | None = None) -> None:
+    """Refuse a patch size the network cannot halve ``levels - 1`` times, or one an axial rot90 of the
+    patch cannot turn (``axial_rotation``; default: ``augmentation == "axial"``; the official recipe
+    turns the whole volume before cropping, so any patch fits it)."""
     factor = 2 ** (len(settings.channels) - 1)
     if any(p % factor for p in settings.patch_size):
         raise ValueError(f"patch_size {settings.patch_size} must be divisible by {factor}")
-    if settings.patch_size[0] != settings.patch_size[1]:
+    if axial_rotation is None:
+        axial_rotation = settings.augmentation == "axial"
+    if axial_rotation and settings.patch_size[0] != settings.patch_size[1]:
         raise ValueError(f"patch_size {settings.patch_size}: X and Y must match for axial rot90")
 
 

@@ -2,7 +2,8 @@
 
 The public code (HiLab-git/CLISC, ``networks/unet_3D.py``, borrowed from Attention-Gated-Networks via
 SSL4MIS) builds 5 levels with channels (16, 32, 64, 128, 256); every block is two
-conv3x3x3 - InstanceNorm3d (no affine) - ReLU; down-sampling is a 2x2x2 max-pool; up-sampling is a
+conv3x3x3 - InstanceNorm3d (no affine) - ReLU (``activation``: ``leakyrelu``, slope 0.01, is offered
+for comparison with MONAI's default); down-sampling is a 2x2x2 max-pool; up-sampling is a
 trilinear x2 ``nn.Upsample`` (``align_corners=False``) of the coarser map, concatenated with the skip
 (skip first) and fed to a block; the head is a 1x1x1 convolution. Dropout(0.3) is applied to the
 bottleneck output and to the output of the *last* (finest) decoder block, right before the head:
@@ -16,18 +17,29 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+ACTIVATIONS = ("relu", "leakyrelu")
+
+
+def activation_layer(name: str) -> nn.Module:
+    """``relu`` -> ReLU, ``leakyrelu`` -> LeakyReLU(0.01) (MONAI's default), both in place."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "leakyrelu":
+        return nn.LeakyReLU(negative_slope=0.01, inplace=True)
+    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+
 
 class DoubleConvBlock(nn.Sequential):
-    """Two (conv3x3x3 - InstanceNorm3d - ReLU): ``BxC_inxXxYxZ -> BxC_outxXxYxZ``."""
+    """Two (conv3x3x3 - InstanceNorm3d - activation): ``BxC_inxXxYxZ -> BxC_outxXxYxZ``."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "relu"):
         super().__init__(
             nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
             nn.InstanceNorm3d(out_channels),
-            nn.ReLU(inplace=True),
+            activation_layer(activation),
             nn.Conv3d(out_channels, out_channels, kernel_size=3, padding=1),
             nn.InstanceNorm3d(out_channels),
-            nn.ReLU(inplace=True),
+            activation_layer(activation),
         )
 
 
@@ -37,10 +49,10 @@ class UpConcatBlock(nn.Module):
     ``skip: BxC_skipxXxYxZ``, ``coarse: BxC_coarsexX/2xY/2xZ/2 -> BxC_skipxXxYxZ``.
     """
 
-    def __init__(self, coarse_channels: int, skip_channels: int):
+    def __init__(self, coarse_channels: int, skip_channels: int, activation: str = "relu"):
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
-        self.conv = DoubleConvBlock(coarse_channels + skip_channels, skip_channels)
+        self.conv = DoubleConvBlock(coarse_channels + skip_channels, skip_channels, activation)
 
     def forward(self, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([skip, self.up(coarse)], dim=1))
@@ -54,18 +66,19 @@ class OfficialUNet3D(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2,
-                 channels: Sequence[int] = (16, 32, 64, 128, 256), dropout: float = 0.3):
+                 channels: Sequence[int] = (16, 32, 64, 128, 256), dropout: float = 0.3,
+                 activation: str = "relu"):
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"need at least two levels, got channels={tuple(channels)}")
         self.encoder = nn.ModuleList()
         previous = in_channels
         for width in channels:
-            self.encoder.append(DoubleConvBlock(previous, width))
+            self.encoder.append(DoubleConvBlock(previous, width, activation))
             previous = width
         self.pool = nn.MaxPool3d(kernel_size=2)
         self.decoder = nn.ModuleList(
-            UpConcatBlock(channels[level + 1], channels[level]) for level in reversed(range(len(channels) - 1))
+            UpConcatBlock(channels[level + 1], channels[level], activation) for level in reversed(range(len(channels) - 1))
         )
         self.bottleneck_dropout = nn.Dropout(p=dropout)
         self.head_dropout = nn.Dropout(p=dropout)

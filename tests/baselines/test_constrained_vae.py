@@ -86,10 +86,43 @@ def test_size_constraint_pushes_attention_up() -> None:
     """GradCAMCons asks mean(sigmoid(attention)) >= 1 - p: the gradient raises every attention value,
     and the term is smaller when the attention is larger."""
     low = torch.full((2, 4, 4), -1.0, requires_grad=True)
-    size_constraint(low, p=0.01, t=10.0).backward()
+    size_constraint(torch.sigmoid(low), p=0.01, t=10.0).backward()
     assert (low.grad < 0).all()
-    assert size_constraint(torch.full((1, 4, 4), 8.0), 0.01, 10.0) < size_constraint(torch.full((1, 4, 4), 0.0),
-                                                                                       0.01, 10.0)
+    assert size_constraint(torch.full((1, 4, 4), 0.99), 0.01, 10.0) < size_constraint(torch.full((1, 4, 4), 0.5),
+                                                                                        0.01, 10.0)
+
+
+def _stage_map(model, x: torch.Tensor) -> torch.Tensor:
+    """The channel mean of the attention stage at its own resolution ``Bxhxw`` (16 px for 32-px inputs)."""
+    return model.encoder(x)[3][model.attention_block - 1].mean(dim=1)
+
+
+def _up(am: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.interpolate(am[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+
+
+def test_gradcamcons_normalises_the_stage_map_before_upsampling_as_the_code() -> None:
+    """The code's ``grad_cam`` returns the sigmoid (training) or min-max (test) of the 112-px map,
+    which its ``interpolate`` then upsamples; normalising after the upsampling gives other values."""
+    torch.manual_seed(0)
+    model = build_vae(SMALL).eval()
+    rng = np.random.default_rng(1)
+    images, masks = rng.random((3, 32, 32)).astype(np.float32), np.ones((3, 32, 32), bool)
+    x = torch.from_numpy(images)[:, None]
+    with torch.no_grad():
+        am = _stage_map(model, x)
+        code_test = _up(min_max_like_code(am), 32)
+        after = min_max_like_code(_up(am, 32))
+    maps = torch.from_numpy(anomaly_maps(model, images, masks, "gradcamcons"))
+    torch.testing.assert_close(maps, code_test, rtol=0, atol=1e-6)
+    assert (after - code_test).abs().max() > 1e-4  # the order matters
+    # training: the barrier of the upsampled sigmoid of the stage map
+    _, terms = vae_loss(model, x, torch.ones(3, 32, 32, dtype=torch.bool), "gradcamcons", SMALL, constrained=True)
+    with torch.no_grad():
+        expected = size_constraint(_up(torch.sigmoid(am), 32), SMALL.p_activation, SMALL.t_barrier)
+    assert terms["barrier"] == pytest.approx(float(expected), rel=1e-6)
+    # AMCons keeps the raw channel mean, upsampled
+    torch.testing.assert_close(torch.from_numpy(anomaly_maps(model, images, masks, "amcons")), _up(am, 32))
 
 
 def test_min_max_like_code() -> None:

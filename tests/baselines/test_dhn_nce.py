@@ -103,3 +103,45 @@ def test_finetuning_changes_the_copy_and_resumes_from_its_checkpoint(tmp_path: P
     assert (tmp_path / "finetune_state.pt").is_file()
     resumed = finetune_clip(clip, images, captions, groups, **kwargs)  # epoch 1 of 1 done: nothing to train
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+class _DropoutClip(torch.nn.Module):
+    """A CLIP stand-in with dropout in both towers (as BiomedCLIP's text tower has)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = torch.nn.Linear(3 * 8 * 8, 16)
+        self.text = torch.nn.Embedding(4, 16)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.image(x.flatten(1)))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.text(tokens).mean(dim=1))
+
+
+def test_finetuning_with_dropout_is_seeded_and_leaves_the_global_stream_alone() -> None:
+    from clisc.foundation.clip import ClipModel
+    from clisc.foundation.weights import WeightsRecord
+
+    def tokenizer(texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[1, 2] if "tumor" in t else [0, 3] for t in texts])
+
+    torch.manual_seed(0)
+    clip = ClipModel(_DropoutClip(), tokenizer, (0.5,) * 3, (0.5,) * 3, 8, WeightsRecord("clip:fake", "random"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(8)]
+    groups = np.array([0, 1] * 4)
+    captions = ["normal brain" if g == 0 else "brain tumor" for g in groups]
+    kwargs = dict(epochs=2, batch_size=4, lr=1e-2, weight_decay=0.1, warmup_steps=1, temperature=0.6,
+                  beta1=0.15, beta2=0.15)
+    runs = []
+    for global_seed in (1, 2):  # whatever the caller's stream, the same seed gives the same model
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        runs.append(finetune_clip(clip, images, captions, groups, seed=5, **kwargs).state_dict())
+        assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(v, runs[1][k]) for k, v in runs[0].items())
+    other = finetune_clip(clip, images, captions, groups, seed=6, **kwargs).state_dict()
+    assert any(not torch.equal(v, other[k]) for k, v in runs[0].items())

@@ -27,9 +27,9 @@ def test_cli_leaves_profile_and_folds_to_the_spec(synthetic_dataset: Path, tmp_p
     assert args.profile is None and args.folds is None and args.protocol is None
     seen = []
 
-    def fake_run(method, data, **kwargs):
-        seen.append((method, kwargs["profile"], Path(kwargs["split_file"]).name, kwargs["overrides"]))
-        result = fakes.fake_result(method, [50.0], tags=kwargs["extra_tags"])
+    def fake_run(name, data, **kwargs):
+        seen.append((name, kwargs["profile"], Path(kwargs["split_file"]).name, kwargs["overrides"]))
+        result = fakes.fake_result(name, [50.0], tags=kwargs["extra_tags"])
         result.per_case["case_id"] = f"case{kwargs['extra_tags']['fold']}"
         return result
 

@@ -59,7 +59,7 @@ def clisc_cache(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{"s3f.beta": 60.0}, {"s3f.round2_targets": "pseudo_labels"},
-                                       {"s3f.round2_targets": "network"}])
+                                       {"s3f.round2_targets": "network"}, {"s3f.keep_rule": "count"}])
 def test_beta_and_round2_targets_reuse_the_s3f_stage(synthetic_dataset, clisc_cache, overrides):
     lines: list[str] = []
     _run("clisc", synthetic_dataset, clisc_cache, lines, **overrides)
@@ -76,3 +76,36 @@ def test_the_codes_nonzero_mask_keeps_every_voxel_of_an_official_image(brats_sam
 
     volume = preprocess(load_case(discover_cases(brats_sample)[0]), PreprocessSettings(mode="official"))
     assert (volume.image != 0).all() and volume.brain.mean() < 0.8
+
+
+@pytest.mark.parametrize("protocol", ["paper", "official"])
+def test_official_round1_leaves_out_cases_without_a_roi(monkeypatch, protocol):
+    """The code writes no SAM label for a case whose post-processed CAM is empty and its round-1
+    loader skips it; the paper protocol trains on every case (an empty ROI: an empty target)."""
+    roi, empty = np.zeros((4, 4, 4), bool), np.zeros((4, 4, 4), bool)
+    roi[1:3, 1:3, 1:3] = True
+    labels = {"a": roi.astype(np.uint8), "b": empty.astype(np.uint8), "c": roi.astype(np.uint8)}
+    rois = {"a": roi, "b": empty, "c": roi}
+    settings = resolve_settings(protocol)
+    seen = {}
+    monkeypatch.setattr(steps_seg, "sam_pseudo_labels", lambda ctx, split: ("labels-key", labels))
+    monkeypatch.setattr(steps_seg, "roi_masks", lambda ctx, split, which, post: ("rois-key", rois))
+
+    def train_network(ctx, name, inputs, targets, reads=None):
+        seen.update(name=name, inputs=inputs, targets=dict(targets()), reads=reads)
+        return "key", None
+
+    monkeypatch.setattr(steps_seg, "train_network", train_network)
+    steps_seg.unet_round1(SimpleNamespace(settings=settings))
+    skip = protocol == "official"
+    assert settings.sam.skip_empty_rois is skip
+    assert sorted(seen["targets"]) == (["a", "c"] if skip else ["a", "b", "c"])
+    assert seen["reads"] == {"skip_empty_rois": skip}  # in the stage key
+
+
+def test_round1_with_no_roi_at_all_stops_with_one_line():
+    from clisc.errors import CliscError
+
+    empty = np.zeros((2, 2, 2), np.uint8)
+    with pytest.raises(CliscError, match="empty ROI"):
+        steps_seg.round1_targets({"a": empty}, {"a": empty}, skip_empty_rois=True)

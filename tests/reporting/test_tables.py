@@ -95,7 +95,7 @@ def test_write_table_formats(fakes, tmp_path: Path) -> None:
     assert lines[0] == "| " + " | ".join(df.columns) + " |"
     assert lines[1].count("---") == len(df.columns)
     assert "| CLISC | yes | 1 | 10 | 80.00 ± 12.91 |" in md.read_text()
-    assert len(lines) >= 2 + len(df) and any(line.startswith("- p: two-sided paired Wilcoxon") for line in lines)
+    assert len(lines) >= 2 + len(df) and any(line.startswith("- p, p HD95: two-sided paired Wilcoxon") for line in lines)
     pd.testing.assert_frame_equal(pd.read_csv(csv, dtype=str, keep_default_na=False), df, check_dtype=False)
     text = tex.read_text()
     assert r"\begin{tabular}" in text and r"CLISC & yes & 1 & 10 & 80.00 $\pm$ 12.91" in text

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clisc.stages.s3f import (S3FSettings, s3f_round, score_predictions, select_by_percentile, select_targets,
-                              similarity)
+from clisc.pipeline.settings import resolve_settings
+from clisc.stages.s3f import (S3FSettings, s3f_round, score_predictions, select_by_count, select_by_percentile,
+                              select_targets, similarity)
 
 SHAPE = (12, 12, 12)
 
@@ -59,6 +60,34 @@ def test_percentile_filter_rejects_beta_outside_percent_range(beta):
 
 def test_percentile_filter_of_nothing_is_nothing():
     assert select_by_percentile({}, 20.0) == []
+
+
+@pytest.mark.parametrize("n", [6, 11, 16])
+def test_the_code_keeps_int_08_n_where_the_percentile_keeps_one_more(n):
+    """n = 1 mod 5: the linear 20th percentile sits on a value (index 0.2 (n - 1), an integer), so
+    ``>=`` keeps n - (n - 1) / 5 volumes; the code's ``int(0.8 n)`` keeps one fewer."""
+    similarities = {f"case{i:02d}": (7 * i % n) / n for i in range(n)}  # distinct values, shuffled
+    percentile, count = select_by_percentile(similarities, 20.0), select_by_count(similarities, 20.0)
+    assert len(count) == int(n * 0.8) and len(percentile) == len(count) + 1
+    assert set(count) < set(percentile)
+    worst = sorted(similarities, key=similarities.get)
+    assert set(count) == set(worst[n - int(n * 0.8):]) and count == [c for c in similarities if c in count]
+    settings = S3FSettings(keep_rule="count")
+    scores = score_predictions([], [], [], FakeSam([]), settings, progress=False)
+    scores.similarities.update(similarities)
+    assert select_targets(scores, settings)[0] == count
+
+
+def test_count_rule_breaks_ties_as_the_code_s_sort():
+    """The code sorts ``[similarity, path]`` descending: of tied volumes the larger name is kept first."""
+    assert select_by_count({"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5, "e": 0.9, "f": 0.1}, 20.0) == ["b", "c", "d", "e"]
+    assert select_by_count({}, 20.0) == [] and select_by_count({"a": 0.3}, 0.0) == ["a"]
+
+
+def test_the_protocols_choose_the_empty_and_keep_rules():
+    paper, official = resolve_settings("paper").s3f, resolve_settings("official").s3f
+    assert (paper.empty_prediction, paper.keep_rule) == ("zero", "percentile")
+    assert (official.empty_prediction, official.keep_rule) == ("drop", "count")
 
 
 class FakeSam:
@@ -124,21 +153,27 @@ def test_largest_component_is_taken_before_prompting(largest_component):
     np.testing.assert_array_equal(result.targets["case0"], expected)
 
 
-@pytest.mark.parametrize("drop_empty", [True, False])
-def test_empty_prediction_is_dropped_unprompted_or_scored_as_agreement(drop_empty):
-    ids, images, predictions = make_cases(3)
+@pytest.mark.parametrize("rule", ["zero", "agreement", "drop"])
+def test_empty_prediction_is_scored_zero_scored_as_agreement_or_dropped(rule):
+    """Five cases, one predicted empty. ``zero`` (paper): it ranks last and beta 20 drops it;
+    ``agreement`` (the old behaviour): Dice 1 between two empty masks, it ranks first and is kept with
+    an empty round-2 target; ``drop`` (the code): never prompted, never kept."""
+    ids, images, predictions = make_cases(5)
     predictions[1] = np.zeros(SHAPE, np.uint8)
-    sam = FakeSam([0, 0, 0])
-    result = s3f_round(ids, images, predictions, sam, S3FSettings(beta=0.0, drop_empty_predictions=drop_empty),
+    sam = FakeSam([1, 0, 1, 2, 1])  # similarities .75, (empty), .75, .5, .75
+    result = s3f_round(ids, images, predictions, sam, S3FSettings(beta=20.0, empty_prediction=rule),
                        progress=False)
-    if drop_empty:
-        assert result.empty_predictions == ["case1"]
-        assert 1 not in sam.calls and "case1" not in result.similarities
-        assert result.kept == ["case0", "case2"]
+    if rule == "drop":
+        assert result.empty_predictions == ["case1"] and 1 not in sam.calls
+        assert "case1" not in result.similarities and "case1" not in result.kept
+        return
+    assert result.empty_predictions == [] and 1 in sam.calls
+    assert result.similarities["case1"] == {"zero": 0.0, "agreement": 1.0}[rule]
+    if rule == "zero":
+        assert result.kept == ["case0", "case2", "case3", "case4"]
     else:
-        assert result.empty_predictions == []
-        assert result.similarities["case1"] == 1.0
-        assert result.kept == ["case0", "case1", "case2"]
+        assert result.kept == ["case0", "case1", "case2", "case4"]
+        assert not result.targets["case1"].any()  # round 2 would learn "no tumour" from it
 
 
 def test_round_rejects_misaligned_inputs_and_unknown_targets():
@@ -153,8 +188,8 @@ def test_defaults_are_the_papers_plain_reading():
     """The paper prompts from the prediction as it is and scores every volume; the code's largest
     component and its skipping of empty predictions are switches (the official protocol's)."""
     settings = S3FSettings()
-    assert (settings.largest_component, settings.drop_empty_predictions, settings.round2_targets) == (
-        False, False, "sam")
+    assert (settings.largest_component, settings.empty_prediction, settings.keep_rule, settings.round2_targets) == (
+        False, "zero", "percentile", "sam")
 
 
 def test_beta_and_targets_are_applied_after_scoring():
@@ -171,7 +206,8 @@ def test_beta_and_targets_are_applied_after_scoring():
         select_targets(scores, S3FSettings(round2_targets="pseudo_labels"))
 
 
-@pytest.mark.parametrize("changes", [{"beta": 120.0}, {"round2_targets": "ground_truth"}])
+@pytest.mark.parametrize("changes", [{"beta": 120.0}, {"round2_targets": "ground_truth"},
+                                     {"empty_prediction": "one"}, {"keep_rule": "top"}])
 def test_settings_are_checked(changes):
     with pytest.raises(ValueError):
         S3FSettings(**changes)

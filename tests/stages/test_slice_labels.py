@@ -58,6 +58,57 @@ def test_pil_truncation_matches_pil() -> None:
     np.testing.assert_allclose(truncated, pil)
 
 
+def _open_clip_preprocess(size: int):
+    """open_clip's own evaluation transform of the tiny model (as ``create_model_and_transforms``
+    gives it), and the suite's ClipModel of the same architecture."""
+    import open_clip
+
+    from clisc.foundation.clip import TINY_CONFIG, load_clip
+
+    _, _, preprocess = open_clip.create_model_and_transforms(TINY_CONFIG.stem)
+    clip = load_clip("tiny", "random")
+    assert clip.image_size == size
+    return preprocess, clip
+
+
+def test_official_geometry_is_open_clips_own_preprocessing_on_a_non_square_slice() -> None:
+    """``geometry=resize_crop`` + ``pil_truncation`` is the code's ``preprocess(Image.fromarray(slice))``:
+    shorter side to S (bicubic), centre crop, PIL's 8-bit truncation; normalised by ClipModel."""
+    preprocess, clip = _open_clip_preprocess(64)
+    rng = np.random.default_rng(0)
+    z_scored = (rng.normal(size=(40, 90)) * 60).astype(np.float32)  # rows = y (H), columns = x (W)
+    ours = clip.normalise_images(slices_for_clip(z_scored[None], 64, pil_truncation=True, geometry="resize_crop"))
+    theirs = preprocess(Image.fromarray(z_scored))[None]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    squashed = clip.normalise_images(slices_for_clip(z_scored[None], 64, pil_truncation=True))
+    assert (squashed - theirs).abs().max() > 0.1
+
+
+def test_resize_crop_keeps_the_centre_and_loses_the_ends_of_the_long_side() -> None:
+    slices = np.zeros((1, 30, 60), np.float32)
+    slices[0, :, :10] = 1.0  # a bright band at one end of the long side (x)
+    slices[0, 10:20, 25:35] = 0.5  # and something in the middle
+    cropped = slices_for_clip(slices, 16, geometry="resize_crop")
+    squashed = slices_for_clip(slices, 16)
+    assert cropped.shape == squashed.shape == (1, 3, 16, 16)
+    assert float(cropped.max()) < 0.75  # the band is cut away (the 16 central of 32 columns)
+    assert float(squashed[0, 0, :, 0].min()) > 0.9  # squashing keeps it
+    import open_clip
+
+    reference = open_clip.image_transform(16, is_train=False, mean=(0.0,) * 3, std=(1.0,) * 3)(
+        torch.from_numpy(slices)[:, None].expand(-1, 3, -1, -1))
+    torch.testing.assert_close(cropped, reference.clamp(0, 1))
+
+
+def test_clip_geometry_by_protocol_and_refused_values() -> None:
+    from clisc.pipeline.settings import resolve_settings
+
+    assert resolve_settings("paper").slice_labels.geometry == "squash"
+    assert resolve_settings("official").slice_labels.geometry == "resize_crop"
+    with pytest.raises(ValueError, match="geometry"):
+        SliceLabelSettings(geometry="pad")
+
+
 def test_tumour_probability_is_softmax_of_scaled_cosines() -> None:
     clip = FakeClip()
     slices = np.zeros((3, 8, 8), dtype=np.float32)

@@ -55,6 +55,54 @@ def test_official_network_matches_the_public_code_layout():
     assert convs[-1].kernel_size == (1, 1, 1) and convs[-1].out_channels == 2
 
 
+@pytest.mark.parametrize("network", ["monai", "official"])
+@pytest.mark.parametrize("activation", [None, "relu", "leakyrelu"])
+def test_built_network_uses_the_activation_setting(network, activation):
+    """``unet.activation`` (default ReLU, as Cicek and the code) reaches every block of both networks."""
+    settings = dataclasses.replace(TINY, network=network)
+    if activation is not None:
+        settings = dataclasses.replace(settings, activation=activation)
+    model = build_unet(settings)
+    kinds = {type(m) for m in model.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))}
+    calls: list[float] = []  # the smallest output of each activation call in one forward pass
+    for module in model.modules():
+        if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+            module.register_forward_hook(lambda _m, _i, out: calls.append(float(out.min())))
+    with torch.no_grad():
+        model(torch.randn(1, 1, 16, 16, 16))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+    assert len(calls) == len(convs)  # one activation after every 3x3x3 convolution
+    if activation == "leakyrelu":
+        assert kinds == {nn.LeakyReLU}
+        assert all(m.negative_slope == 0.01 for m in model.modules() if isinstance(m, nn.LeakyReLU))
+        assert min(calls) < 0
+    else:
+        assert kinds == {nn.ReLU} and min(calls) >= 0
+
+
+def test_unknown_activation_or_augmentation_is_refused():
+    with pytest.raises(ValueError, match="activation"):
+        UNetSettings(activation="gelu")
+    with pytest.raises(ValueError, match="augmentation"):
+        UNetSettings(augmentation="elastic")
+
+
+def test_official_augmentation_trains_deterministically_with_any_patch():
+    """The official recipe turns the whole volume before the crop, so a patch with X != Y is allowed
+    (the axial recipe turns the patch and refuses it); training stays seeded."""
+    images, labels = tiny_data()
+    settings = dataclasses.replace(TINY, augmentation="official", patch_size=(8, 16, 16), epochs=1)
+    first = train_unet(images, labels, settings, seed=1, progress=False)
+    second = train_unet(images, labels, settings, seed=1, progress=False)
+    assert_same_weights(first, second)
+    with pytest.raises(ValueError, match="X and Y"):
+        train_unet(images, labels, dataclasses.replace(settings, augmentation="axial"), seed=1, progress=False)
+    axial = train_unet(images, labels, dataclasses.replace(TINY, epochs=1), seed=1, progress=False)
+    official = train_unet(images, labels, dataclasses.replace(TINY, epochs=1, augmentation="official"), seed=1,
+                          progress=False)
+    assert not torch.equal(next(axial.parameters()), next(official.parameters()))  # other batches
+
+
 def test_build_unet_rejects_unknown_network():
     with pytest.raises(ValueError, match="network"):
         build_unet(dataclasses.replace(TINY, network="vnet"))
