@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.sim2real import segment_volume, trained_network
+from baselines.sim2real import segment_volume, sim2real_unet, trained_network
 from baselines.tumour_simulator import simulate_tumour
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import parse_override, resolve_settings
@@ -32,7 +32,7 @@ from clisc.stages.slice_input import brain_of
 def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234) -> list[tuple[str, int, float]]:
     """``(case id, paste, Dice)`` for ``pastes`` synthetic tumours in each test volume of ``ctx``."""
     _, network = trained_network(ctx)
-    settings, unet = ctx.settings.baselines.sim2real, ctx.settings.unet
+    settings, unet = ctx.settings.baselines.sim2real, sim2real_unet(ctx)
     rows = []
     for volume in ctx.volumes("test"):
         real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
