@@ -5,9 +5,11 @@
 # Variables: DATA (BraTS-layout folder), PROFILE (paper|demo|tiny), PROTOCOL (paper|official),
 # WEIGHTS (pretrained|random), DEVICE (cpu|cuda), TRIALS/WORKERS/STORAGE/STUDY (search, dashboard), PORT (ui).
 #   make dashboard         optuna-dashboard on a study (STUDY=name or STORAGE=url), 127.0.0.1:$(DASH_PORT)
+#   make ui-screenshots    after make demo: the MLflow UI's five pages from a fresh headless Chromium (docs/img/ui/)
 #   make test-integration  real PostgreSQL + MLflow server tests (not part of make test)
 #   make table1-cpu        Table 1's weight-free rows on the 12 real sample cases, 4 folds, profile cpu;
 #                          report in reports/table1_cpu/
+#   make foundations       CLISC + SAM for each SAM-stage model, CLISC for each CLIP (experiments/foundations.yaml)
 #   make paper-smoke       every row of Table 1 + Table 2 at the paper profile's sizes, random weights, 3 synthetic
 #                          cases, schedules cut short (experiments/paper_smoke/schedule.yaml); DEVICE=cuda on a GPU
 #   make cpu-study         the CPU study on the 12 real sample cases (issue 7): fully supervised, raw CAM,
@@ -44,14 +46,16 @@ STORAGE  ?=
 RUN_ARGS  = --data $(DATA) --profile $(PROFILE) --protocol $(PROTOCOL) --weights $(WEIGHTS) --device $(DEVICE)
 DEMO_ARGS = --data $(SYNTH) --profile demo --protocol $(PROTOCOL) --weights random
 
-.PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui \
-        dashboard bench chaos clean-runs cpu-study table1-cpu paper-smoke fanout-bench
+.PHONY: venv test test-integration demo synth reproduce-table1 reproduce-table2 sweep-alpha sweep-beta search report ui ui-screenshots \
+        dashboard bench chaos clean-runs cpu-study table1-cpu foundations paper-smoke fanout-bench
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,crf]"
+	# SAM 2.1 (optional extra): its sdist builds against the venv's torch; no CUDA extension needed
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2>=1.1"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -113,6 +117,11 @@ table1-cpu: $(STAMP)
 	OMP_NUM_THREADS=1 $(CLISC) experiment table1_cpu --data $(STUDY_DATA) --weights random --device $(DEVICE)
 	$(CLISC) report --experiments table1_cpu --out reports/table1_cpu
 
+# CLISC and SAM (5 points + box) for each SAM-stage model, CLISC for each CLIP (experiments/foundations.yaml);
+# without DATA: the synthetic dataset with tiny random models (says nothing about the models)
+foundations: $(STAMP) $(DATA_DEP)
+	$(CLISC) experiment foundations $(RUN_ARGS)
+	$(CLISC) report --experiments foundations --out reports
 # not part of `make test` (docs/PAPER_SCALE.md: its measured times; SMOKE_THREADS torch threads; runs/paper_smoke/)
 SMOKE_THREADS ?= 1
 paper-smoke: $(STAMP)
@@ -124,6 +133,10 @@ fanout-bench: $(STAMP)
 
 ui: $(STAMP)
 	$(CLISC) ui --port $(PORT)
+
+# the five UI pages a new user sees (fresh headless Chromium profile) as PNGs in docs/img/ui/
+ui-screenshots: $(STAMP)
+	$(PY) scripts/ui_screenshots.py --out docs/img/ui
 
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_bench.py

@@ -12,8 +12,9 @@ tagged ``label_free=false``. ``tests/pipeline/test_gt_tags.py`` runs every metho
 without any segmentation file and checks that each read of ground truth is tagged.
 
 A baseline runs its own settings under every protocol: the ``paper`` and ``official`` protocols are
-CLISC's paper and CLISC's public code, so only their ``baselines.*`` keys (none today) reach a
-baseline (``OWN``, its ``protocol_scope``); what a baseline shares with CLISC (the zero-shot slice
+CLISC's paper and CLISC's public code, so only their ``baselines.*`` keys (none today) and the
+scoring conventions ``evaluation.*`` (every row of a table is scored alike) reach a baseline
+(``OWN``, its ``protocol_scope``); what a baseline shares with CLISC (the zero-shot slice
 labels of its gate or healthy slices, SAM's input, the U-Net's inference) is a setting of its own
 in ``baselines.settings``.
 """
@@ -22,7 +23,8 @@ from __future__ import annotations
 from clisc.pipeline.methods import Method, register_method
 
 HEALTHY = "baselines.healthy_source"
-OWN = ("baselines.",)  # the protocol keys that reach a baseline
+# the protocol keys that reach a baseline: its own, and the scoring conventions (the table's, not a method's)
+OWN = ("baselines.", "evaluation.")
 
 for _method in (
     Method("salip", "baselines.salip:segment", "SaLIP",

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from baselines.settings import SalipSettings
 from baselines.slice_gate import method_clip, slices_to_segment
 from clisc.data.preprocessing import Volume
+from clisc.errors import CliscError
 from clisc.foundation.clip import ClipModel
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.steps_cam import labelled_volumes
@@ -107,7 +108,11 @@ class CropSafeMaskGenerator(SamAutomaticMaskGenerator):
 
 
 def mask_generator(segmenter: SamSegmenter, settings: SalipSettings) -> SamAutomaticMaskGenerator:
-    """SAM's automatic mask generator with ``settings``' parameters and a ``CachedPredictor``."""
+    """SAM's automatic mask generator with ``settings``' parameters and a ``CachedPredictor``; SAM
+    ViT-B/L/H only (MedSAM's and SAM 2.1's inputs differ from what the generator feeds)."""
+    if type(segmenter) is not SamSegmenter:
+        raise CliscError("SaLIP runs segment_anything's automatic mask generator: set sam.model to vit_b, "
+                         "vit_l or vit_h")
     generator = CropSafeMaskGenerator(
         segmenter.sam,
         points_per_side=settings.points_per_side,

@@ -57,6 +57,7 @@ from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
 from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, check_patch, epoch_seed, patch_loader,
                                  poly_lr_step, predict_volume, result_settings)
+from clisc.stages.unet_recipe import resolve
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class TumourLogits(nn.Module):
 
 def build_network(settings: Sim2RealSettings, unet: UNetSettings) -> nn.Module:
     """The ``unet`` settings' 3D U-Net with 2 class logits (+ 2 layers with ``layer_decomposition``)."""
-    return build_unet(unet, NUM_CLASSES + (LAYERS if settings.layer_decomposition else 0))
+    return build_unet(unet, NUM_CLASSES + (LAYERS if settings.layer_decomposition else 0), deep_supervision=False)
 
 
 def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | None], settings: Sim2RealSettings,
@@ -270,17 +271,17 @@ def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, devic
 
 
 def sim2real_unet(ctx: RunContext) -> UNetSettings:
-    """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, and
-    its own ``inference`` (not CLISC's ``unet.inference``)."""
+    """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, its
+    own ``inference`` (not CLISC's ``unet.inference``) and its own patch augmentation (axial rot90 /
+    flips of its patches, whatever CLISC's ``unet.augmentation``)."""
     inference = ctx.settings.baselines.sim2real.inference
-    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=inference)
+    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=inference,
+                               augmentation=UNetSettings.augmentation)
 
 
 def training_key(unet: UNetSettings) -> dict:
-    """The U-Net settings that key a trained network: not how it is applied, nor the loader workers, nor
-    CLISC's ``unet.augmentation`` (Sim2Real rotates and flips its own pasted patches)."""
-    return {k: v for k, v in dataclasses.asdict(result_settings(unet)).items()
-            if k not in ("inference", "sw_overlap", "augmentation")}
+    """The U-Net settings that key a trained network: not how it is applied, nor the loader workers."""
+    return {k: v for k, v in dataclasses.asdict(result_settings(unet)).items() if k not in ("inference", "sw_overlap")}
 
 
 def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:
@@ -323,5 +324,5 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
         return segment_volume(network, volume, unet, ctx.device)
 
     settings = {"split": split, "inference": unet.inference, "overlap": unet.sw_overlap, "precision": unet.precision,
-                "channels_last": unet.channels_last}
+                "channels_last": unet.channels_last, "postprocess": resolve(unet).postprocess}
     return per_case_stage(ctx, "sim2real", settings, [network_key, ctx.volumes_key], ctx.volumes(split), run)

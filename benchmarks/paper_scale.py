@@ -169,7 +169,7 @@ def run_units(s: Settings, device: torch.device, repeats: int, results: dict[str
             results)
     del model, optimizer
 
-    sam, _ = load_sam(s.foundation.sam_arch, "random", device=device)
+    sam, _ = load_sam(s.sam.model, "random", device=device)
     segmenter = SamSegmenter(sam, s.sam.batch_size, s.sam.equalize, None, device, "bench", s.sam.precision)
     n_encode = 1 if device.type == "cpu" else s.sam.batch_size
     prepared = [prepare_slice(slices[i % len(slices)]) for i in range(n_encode)]

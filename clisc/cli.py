@@ -20,8 +20,39 @@ COMMAND_MODULES = (
 )
 
 
+FIRST_STEPS = """first three commands (what `make demo` and `make ui` do; CPU, minutes):
+  clisc data synth --out data/synthetic               a small synthetic BraTS-layout dataset
+  clisc experiment table1 table2 --data data/synthetic --profile demo --weights random
+                                                      Table 1 and 2, every run logged to MLflow (./mlflow.db)
+  clisc ui                                            browse the runs (then `clisc report` writes reports/)"""
+
+
+def _default_text(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``parser`` and its subcommands says its default in its help (``(default: X)``,
+    ``off`` for a flag) unless its help already names it; an option without help gets one saying so."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+            continue
+        if not action.option_strings or action.help == argparse.SUPPRESS or action.dest in ("help", "version"):
+            continue
+        help_text = action.help or ""
+        if "default" in help_text.lower():
+            continue
+        default = "off" if isinstance(action, argparse._StoreTrueAction) else _default_text(action.default)
+        action.help = f"{help_text} (default: {default})".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clisc", description="CLISC reproduction suite")
+    parser = argparse.ArgumentParser(prog="clisc", description="CLISC reproduction suite", epilog=FIRST_STEPS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"clisc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -32,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    show_defaults(parser)
     return parser
 
 

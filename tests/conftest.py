@@ -58,6 +58,22 @@ def write_reoriented_case(case_dir: Path, root: Path, axcodes: tuple[str, str, s
     return folder
 
 
+PROJECT_REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+def _report_files() -> set[Path]:
+    return set(PROJECT_REPORTS.rglob("*")) if PROJECT_REPORTS.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _project_reports_untouched():
+    """No test writes into the project's reports/ (a search's plots once landed in reports/search/)."""
+    before = _report_files()
+    yield
+    new = sorted(str(p.relative_to(PROJECT_REPORTS)) for p in _report_files() - before)
+    assert not new, f"this test wrote into the project's reports/: {new[:5]}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _split_folder(tmp_path_factory: pytest.TempPathFactory):
     """Split files go to a session temp folder ($CLISC_SPLITS_DIR), never to the checkout's splits/."""

@@ -73,8 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = commands.add_parser("synth", help="write a synthetic BraTS-layout dataset")
     synth.add_argument("--out", required=True, help="folder to create")
-    synth.add_argument("--cases", type=int, default=20, help="number of cases")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--cases", type=int, default=20, help="number of cases (default: 20)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same data (default: 0)")
     synth.add_argument("--layout", choices=SYNTH_LAYOUTS, default="brats2020",
                        help="file layout (docs/DATASETS.md): brats2020, brats2023 (GLI) or msd (Task01)")
     synth.set_defaults(func=_synth)
@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     split = commands.add_parser("split", help="make (or reuse) the train/valid/test split CSV")
     split.add_argument("dir", help="dataset folder")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=int, default=0, help="shuffle seed of the 7:1:2 split (default: 0)")
     split.add_argument("--out", help="split CSV, reused when it exists (default: splits/<dataset fingerprint>_seed<seed>.csv, "
                             "or _public.csv with --import-public; splits/ is $CLISC_SPLITS_DIR if set, and is where "
                             "`clisc run` looks for its split; pass another file with `clisc run --split FILE`)")
@@ -99,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep = commands.add_parser("preprocess", help="fill the preprocessing cache")
     prep.add_argument("dir", help="dataset folder")
     prep.add_argument("--cache", required=True, help="cache root")
-    prep.add_argument("--mode", choices=MODES, default="paper")
+    prep.add_argument("--mode", choices=MODES, default="paper",
+                      help="preprocessing as the paper describes it, or as the public code does (default: paper)")
     prep.add_argument("--target-spacing", type=float, default=None, metavar="MM",
                       help="resample to isotropic MM (default: native spacing)")
     prep.set_defaults(func=_preprocess)

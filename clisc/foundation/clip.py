@@ -55,6 +55,7 @@ class ClipArch:
 CLIP_ARCHS: dict[str, ClipArch] = {
     "ViT-B-32-quickgelu": ClipArch("ViT-B-32-quickgelu", "openai"),
     "ViT-B-16-quickgelu": ClipArch("ViT-B-16-quickgelu", "openai"),
+    "ViT-L-14-quickgelu": ClipArch("ViT-L-14-quickgelu", "openai"),
     "biomedclip": ClipArch("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None,
                            requires=("transformers",)),  # PubMedBERT text tower and tokenizer
     "tiny": ClipArch(TINY_CONFIG.stem, None),

@@ -1,10 +1,17 @@
-"""SAM (segment_anything) architectures as data, and loading with a weights record.
+"""The SAM stage's models as data (``sam.model``), and loading with a weights record.
 
-``SAM_ARCHS`` maps an architecture name to how it is built and which pretrained weights it takes:
-"vit_b", "vit_l" and "vit_h" use segment_anything's own ``sam_model_registry`` builders (image size
-1024, image embedding ``Bx256x64x64``); "tiny" is a Sam assembled from segment_anything's classes
-after ``TINY_SAM_CONFIG`` (image size 256, embedding ``Bx32x16x16``) for tests and benchmarks: it has
-no pretrained weights and runs one 256x256 image in a few milliseconds on a CPU.
+``SAM_ARCHS`` maps a model name to how it is built, which pretrained weights it takes, its family
+(how the segmenter feeds it, ``clisc.stages.sam_variants``), its input normalisation and the tiny
+random-weight stand-in the ``tiny`` profile swaps in:
+
+- "vit_b", "vit_l", "vit_h": segment_anything's ``sam_model_registry`` builders (image size 1024,
+  embedding ``Bx256x64x64``); input resized on its longest side, normalised by SAM's pixel mean/std
+  (0-255 scale), zero-padded to 1024.
+- "medsam": the ViT-B architecture with MedSAM's weights; input squashed to 1024 x 1024 and min-max
+  scaled to [0, 1] (no mean/std, no padding), as MedSAM's ``MedSAM_Inference.py``.
+- "sam2.1_hiera_t/s/b+/l": SAM 2.1 through the optional ``sam2`` package (``sam2_models``).
+- "tiny", "medsam_tiny", "sam2.1_tiny": random-weight models of each family for tests: a Sam after
+  ``TINY_SAM_CONFIG`` (image size 256, embedding ``Bx32x16x16``) and a 128-px Hiera.
 """
 from __future__ import annotations
 
@@ -88,30 +95,58 @@ def build_sam_from_config(config: Mapping[str, Any]) -> Sam:
     return sam.eval()
 
 
+SAM_FAMILIES = ("sam", "medsam", "sam2")
 @dataclass(frozen=True)
 class SamArch:
-    """How to build one SAM architecture (randomly initialised) and the weights name it takes.
+    """How to build one SAM-stage model (randomly initialised), the weights name it takes, its
+    ``family`` (one of ``SAM_FAMILIES``) and ``tiny``, the random-weight stand-in of the ``tiny`` profile.
 
     ``weights_name`` is a name known to ``clisc.foundation.weights.resolve_weights``, or None where no
     pretrained weights exist.
     """
 
-    build: Callable[[], Sam]
+    build: Callable[[], torch.nn.Module]
     weights_name: str | None
+    family: str = "sam"  # how the segmenter feeds it; its normalisation in words: clisc.foundation.catalogue
+    tiny: str = "tiny"
+
+
+def _sam2_arch(name: str) -> SamArch:
+    from clisc.foundation.sam2_models import SAM2_CONFIGS, build_sam2_model
+
+    config, weights = SAM2_CONFIGS[name]
+    return SamArch(build=partial(build_sam2_model, config), weights_name=weights, family="sam2", tiny="sam2.1_tiny")
+
+
+def _build_tiny_sam2() -> torch.nn.Module:
+    from clisc.foundation.sam2_models import SAM2_CONFIGS, TINY_SAM2_OVERRIDES, build_sam2_model
+
+    return build_sam2_model(SAM2_CONFIGS["sam2.1_hiera_t"][0], TINY_SAM2_OVERRIDES)
 
 
 SAM_ARCHS: dict[str, SamArch] = {
     "vit_b": SamArch(build=partial(sam_model_registry["vit_b"], checkpoint=None), weights_name="sam_vit_b"),
     "vit_l": SamArch(build=partial(sam_model_registry["vit_l"], checkpoint=None), weights_name="sam_vit_l"),
     "vit_h": SamArch(build=partial(sam_model_registry["vit_h"], checkpoint=None), weights_name="sam_vit_h"),
+    "medsam": SamArch(build=partial(sam_model_registry["vit_b"], checkpoint=None), weights_name="medsam_vit_b",
+                      family="medsam", tiny="medsam_tiny"),
+    **{name: _sam2_arch(name) for name in ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l")},
     "tiny": SamArch(build=partial(build_sam_from_config, TINY_SAM_CONFIG), weights_name=None),
+    "medsam_tiny": SamArch(build=partial(build_sam_from_config, TINY_SAM_CONFIG), weights_name=None,
+                           family="medsam", tiny="medsam_tiny"),
+    "sam2.1_tiny": SamArch(build=_build_tiny_sam2, weights_name=None, family="sam2", tiny="sam2.1_tiny"),
 }
+SAM_MODELS = tuple(name for name, arch in SAM_ARCHS.items() if arch.weights_name is not None)  # ``sam.model``
 
 
-def _load_checkpoint(sam: Sam, path: Path) -> None:
+def _load_checkpoint(sam: torch.nn.Module, path: Path, family: str = "sam") -> None:
     """Load a state dict file into ``sam``; a missing, unreadable or mismatching file is a WeightsError."""
     if not path.is_file():
         raise WeightsError(f"{path}: SAM checkpoint not found")
+    if family == "sam2":
+        from clisc.foundation.sam2_models import load_sam2_checkpoint
+
+        return load_sam2_checkpoint(sam, path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         sam.load_state_dict(state)
@@ -121,8 +156,8 @@ def _load_checkpoint(sam: Sam, path: Path) -> None:
 
 
 def load_sam(arch: str = "vit_b", weights: str | Path = "pretrained", device: str | torch.device = "cpu"
-             ) -> tuple[Sam, WeightsRecord]:
-    """Build SAM ``arch`` in eval mode on ``device`` and say which weights it holds.
+             ) -> tuple[torch.nn.Module, WeightsRecord]:
+    """Build SAM-stage model ``arch`` (a ``Sam``, or a ``SAM2Base`` for the sam2 family) in eval mode on ``device`` and say which weights it holds.
 
     ``weights``: "pretrained" resolves the architecture's official checkpoint through
     ``resolve_weights`` (a WeightsError when it cannot be had, e.g. offline); "random" builds without a
@@ -144,12 +179,12 @@ def load_sam(arch: str = "vit_b", weights: str | Path = "pretrained", device: st
         path = Path(weights).expanduser()
         record_name = f"sam_{arch}:{path.name}"
     sam = spec.build()
-    _load_checkpoint(sam, path)
+    _load_checkpoint(sam, path, spec.family)
     record = WeightsRecord(name=record_name, sha256=cached_sha256(path))
     return sam.to(device).eval(), record
 
 
-def model_tag(sam: Sam, record: WeightsRecord | None = None) -> str:
+def model_tag(sam: torch.nn.Module, record: WeightsRecord | None = None) -> str:
     """A short string naming the model's weights, to key cached image embeddings.
 
     Pretrained or file weights are named by their record (name + sha256 prefix). Random weights (or no

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 30.0
 SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+MEDSAM_PAGE = "https://github.com/bowang-lab/MedSAM#model-checkpoints"
+NO_CHECKSUM = "none published: the file's sha256 is recorded with each run, not verified"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class WeightSpec:
     sha256: str | None
     size_bytes: int | None
     sha256_prefix: str | None = None
+    # False where the publisher gives no direct file link (a shared-drive folder): place the file by hand
+    downloadable: bool = True
+    # where the checksum comes from, or why there is none (shown by ``clisc weights``)
+    checksum_source: str = "published by the model's authors"
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,15 @@ WEIGHTS: dict[str, WeightSpec] = {
                    "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879),
         WeightSpec("resnet50_imagenet1k_v1", "resnet50-0676ba61.pth",
                    "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-                   None, None, sha256_prefix="0676ba61"),
+                   None, None, sha256_prefix="0676ba61", checksum_source="torchvision's hash prefix in the name"),
+        # MedSAM (Ma et al., Nat. Commun. 2024): SAM ViT-B fine-tuned on medical boxes; its README links a
+        # shared-drive folder, no direct file URL, size or checksum
+        WeightSpec("medsam_vit_b", "medsam_vit_b.pth", MEDSAM_PAGE, None, None, downloadable=False,
+                   checksum_source=NO_CHECKSUM),
+        # SAM 2.1 (sam2 package, checkpoints of 2024-09-28): sam2's download script names no size or checksum
+        *(WeightSpec(f"sam2.1_hiera_{size}", f"sam2.1_hiera_{size}.pt", f"{SAM2_BASE_URL}sam2.1_hiera_{size}.pt",
+                     None, None, checksum_source=NO_CHECKSUM)
+          for size in ("tiny", "small", "base_plus", "large")),
     )
 }
 
@@ -197,7 +212,10 @@ def resolve_weights(name: str, path: str | Path | None = None, cache_dir: str | 
         except WeightsError as e:
             raise WeightsError(f"{e} (cached copy: delete it to download again)") from None
         return target
-    if not download:
+    if not download or not spec.downloadable:
+        if not spec.downloadable:
+            raise WeightsError(f"{spec.filename} not found at {target}; {spec.name} has no direct download: "
+                               f"get it from {spec.url} and place it there or pass its path")
         raise WeightsError(f"{spec.filename} not found at {target}; place it there, pass its path, "
                            f"or allow the download from {spec.url}")
     _download(spec, target, progress)

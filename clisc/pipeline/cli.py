@@ -1,4 +1,4 @@
-"""``clisc run`` (one method, one or more seeds) and ``clisc weights`` (fetch / verify weights)."""
+"""``clisc run`` (one method, one or more seeds) and ``clisc weights`` (list every model; fetch / verify)."""
 from __future__ import annotations
 
 import argparse
@@ -41,14 +41,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``clisc run``, ``clisc experiment`` and ``clisc search``."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help=f"BraTS-layout folder (default {DEFAULT_DATA}: the synthetic dataset, written if missing)")
-    parser.add_argument("--profile", choices=PROFILES, default="paper")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="paper")
+    parser.add_argument("--profile", choices=PROFILES, default="paper",
+                        help="model sizes, epochs and sampling: paper (the paper's), demo and tiny (CPU minutes), "
+                             "cpu (the CPU study)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
+                        help="paper: as the paper's text says; official: as the public code does (docs/DEPARTURES.md)")
     parser.add_argument("--weights", choices=("random", "pretrained"), default=None,
                         help="foundation weights (default: the profile's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set amda.alpha=10 (repeatable)")
-    parser.add_argument("--cache", type=Path, default=Path("cache"), help="stage cache folder")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--cache", type=Path, default=Path("cache"), help="stage cache folder (default: cache)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     parser.add_argument("--split", type=Path, default=None, metavar="FILE",
                         help="split CSV (case_id,split), e.g. one from `clisc data split --import-public` "
                              "(default: splits/<dataset fingerprint>_seed<split_seed>.csv, made when missing)")
@@ -58,6 +61,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="check every case first (as `clisc data check`) and leave the bad ones out of "
                              "the data and the split, listing each with its reason")
+
+
+def spec_defaults(parser: argparse.ArgumentParser) -> None:
+    """--profile / --protocol of ``experiment`` and ``search`` default to the spec's (then paper)."""
+    parser.set_defaults(profile=None, protocol=None)
+    for action in parser._actions:
+        if action.dest in ("profile", "protocol"):
+            action.help = f"{action.help} (default: the spec's {action.dest}, else paper)"
 
 
 def add_folds_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
@@ -187,10 +198,31 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_models(cache_dir: Path | None) -> None:
+    """Every foundation model a run can choose: setting, source, file, size, sha256, what is verified."""
+    from clisc.foundation.catalogue import statuses
+
+    for status in statuses(cache_dir):
+        model = status.entry
+        choice = f"{model.setting}={model.value}" if model.setting else model.value
+        extra = f" (pip extra [{model.requires}])" if model.requires else ""
+        print(f"{model.title}: {choice}{' (default)' if model.default else ''}{extra}\n"
+              f"  source:   {status.source}\n  file:     {status.file}\n  size:     {status.size}\n"
+              f"  sha256:   {status.sha256}\n  input:    {model.normalisation}\n  verified: {status.verified}")
+
+
 def _weights(args: argparse.Namespace) -> int:
     from clisc.foundation.weights import WEIGHTS, resolve_weights
 
-    names = args.names or sorted(WEIGHTS)
+    if args.markdown:
+        from clisc.foundation.catalogue import markdown_table
+
+        print(markdown_table(), end="")
+        return 0
+    if not args.names and not args.download:
+        _list_models(args.dir)
+        return 0
+    names = args.names or sorted(n for n, spec in WEIGHTS.items() if spec.downloadable)
     for name in names:
         path = resolve_weights(name, cache_dir=args.dir, download=not args.no_download)
         print(f"{name}: {path}")
@@ -201,12 +233,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from clisc.pipeline.methods import all_methods
 
     methods = sorted(all_methods())
-    run = subparsers.add_parser("run", help="run one method (all the stages it needs, cached) and score it")
+    run = subparsers.add_parser(
+        "run", help="run one method (all the stages it needs, cached) and score it; no MLflow logging",
+        description="Run one method and score it on the test split. Results go to the run folder (--out) "
+                    "only: `clisc run` does not log to MLflow; `clisc experiment` does (--tracking-uri), and "
+                    "`clisc report` / `clisc ui` read from there.")
     run.add_argument("method", choices=methods, metavar="METHOD", help=", ".join(methods))
     add_run_options(run)
-    run.add_argument("--seeds", type=int, nargs="+", default=[0])
+    run.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                     help="one run per seed (default: 0)")
     add_folds_option(run)
-    run.add_argument("--out", type=Path, default=Path("runs"), help="run folders (per-case CSV, settings)")
+    run.add_argument("--out", type=Path, default=Path("runs"),
+                     help="run folders: per-case CSV, settings, qualitative slices (default: runs)")
     run.add_argument("--save-predictions", action="store_true", help=SAVE_PREDICTIONS_HELP)
     run.set_defaults(func=_run)
 
@@ -216,9 +254,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     experiment.add_argument("experiments", nargs="+", metavar="NAME",
                             help=f"spec name ({shipped}) or a YAML path")
     add_run_options(experiment)
-    experiment.set_defaults(profile=None, protocol=None)
+    spec_defaults(experiment)
     add_folds_option(experiment)
-    experiment.add_argument("--out", type=Path, default=Path("runs"), help="run folders")
+    experiment.add_argument("--out", type=Path, default=Path("runs"), help="run folders (default: runs)")
     experiment.add_argument("--save-predictions", action="store_true",
                             help=SAVE_PREDICTIONS_HELP + "; logged as each child run's predictions/ artifact")
     experiment.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
@@ -239,22 +277,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "trial a nested MLflow run")
     search.add_argument("--spec", default="search", help="search spec name or YAML path (default: search)")
     add_run_options(search)
-    search.set_defaults(profile=None, protocol=None)
+    spec_defaults(search)
     search.add_argument("--objective", choices=("validation_dice", "label_free"), default=None,
                         help="validation_dice reads validation labels (tagged not label-free); label_free "
                              "maximises the final masks' agreement with SAM on the validation images (default: the spec's)")
     search.add_argument("--trials", type=int, default=None, help="number of trials (default: the spec's)")
-    search.add_argument("--workers", type=int, default=1, help="local worker processes on one study")
+    search.add_argument("--workers", type=int, default=1, help="local worker processes on one study (default: 1)")
     search.add_argument("--storage", default=None, help="Optuna storage: default a journal file under "
                         "optuna/; any RDB URL (sqlite:///..., postgresql://...) lets many machines share a study")
     search.add_argument("--study", default=None, help="study name (default: <spec>-<objective>-<profile>)")
-    search.add_argument("--tracking-uri", default=None, help="MLflow store")
+    search.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI "
+                        "or sqlite:///mlflow.db)")
     search.add_argument("--reports", type=Path, default=Path("reports"),
                         help="the study's plots and best.yaml go to REPORTS/search/<study>/ (default: reports)")
     search.set_defaults(func=_search)
 
-    weights = subparsers.add_parser("weights", help="download and verify pretrained weights (SHA256)")
-    weights.add_argument("names", nargs="*", help="registry names (default: all)")
+    weights = subparsers.add_parser("weights", help="list every foundation model (source, file, size, sha256, "
+                                    "what is verified here); with names or --download: fetch and verify")
+    weights.add_argument("names", nargs="*", help="registry names to fetch/verify (default: list every model)")
+    weights.add_argument("--download", action="store_true", help="download + verify every directly "
+                         "downloadable registry file")
+    weights.add_argument("--markdown", action="store_true", help="print the model table of "
+                         "docs/FOUNDATION_MODELS.md (sources, files, sizes, checksums, normalisation)")
     weights.add_argument("--dir", type=Path, default=None, help="weights folder (default $CLISC_WEIGHTS_DIR "
                          "or ~/.cache/clisc/weights)")
     weights.add_argument("--no-download", action="store_true", help="only verify files already present")

@@ -5,6 +5,9 @@ Spec keys: ``name``, ``description``, ``methods`` (registry names), ``planned`` 
 not implemented yet; reported as "not run"), ``seeds``, optional ``sweep`` (one dotted setting ->
 list of values), ``overrides`` (for every run), ``profile`` / ``protocol`` defaults, optional ``folds``
 (K-fold cross-validation: every run once per fold, each fold an MLflow child tagged ``fold``/``folds``).
+Optional ``groups``: a list of ``{methods, sweep}``, each its own methods x one swept setting (e.g.
+``experiments/foundations.yaml``: CLISC and SAM for each ``sam.model``, CLISC for each CLIP); the
+spec's ``methods`` then lists every method the groups run.
 """
 from __future__ import annotations
 
@@ -73,6 +76,12 @@ def load_spec(name_or_path: str | Path) -> dict[str, Any]:
         raise CliscError(f"{path}: unknown method(s) {unknown}; known: {', '.join(sorted(methods))}")
     if len(spec.get("sweep") or {}) > 1:
         raise CliscError(f"{path}: sweep one setting at a time")
+    for group in spec.get("groups") or []:
+        if not isinstance(group, dict) or not set(group) <= {"methods", "sweep"} or len(group.get("sweep") or {}) > 1:
+            raise CliscError(f"{path}: each group is {{methods: [...], sweep: {{one.setting: [values]}}}}")
+        outside = [m for m in group.get("methods", []) if m not in spec["methods"]]
+        if outside:
+            raise CliscError(f"{path}: group method(s) {outside} are not in the spec's methods")
     folds = spec.get("folds")
     if folds is not None and (not isinstance(folds, int) or isinstance(folds, bool) or folds < 2):
         raise CliscError(f"{path}: folds must be a whole number of at least 2, not {folds!r}")
@@ -81,12 +90,16 @@ def load_spec(name_or_path: str | Path) -> dict[str, Any]:
 
 
 def expand(spec: Mapping[str, Any]) -> Iterator[RunSpec]:
-    """Every (method, sweep value, seed[, fold]) of a spec, methods in the spec's order."""
-    sweep = spec.get("sweep") or {}
-    points = [{k: v} for k, values in sweep.items() for v in values] or [{}]
+    """Every (method, sweep value, seed[, fold]) of a spec, methods in the spec's order; with ``groups``,
+    each group's in turn."""
+    groups = spec.get("groups") or [{"methods": spec["methods"], "sweep": spec.get("sweep")}]
     folds = list(range(1, int(spec["folds"]) + 1)) if spec.get("folds") else [None]
-    for method, point, seed, fold in itertools.product(spec["methods"], points, spec["seeds"], folds):
-        yield RunSpec(method, int(seed), {**(spec.get("overrides") or {}), **point}, point, fold)
+    for group in groups:
+        sweep = group.get("sweep") or {}
+        points = [{k: v} for k, values in sweep.items() for v in values] or [{}]
+        methods = group.get("methods") or spec["methods"]
+        for method, point, seed, fold in itertools.product(methods, points, spec["seeds"], folds):
+            yield RunSpec(method, int(seed), {**(spec.get("overrides") or {}), **point}, point, fold)
 
 
 def run_experiment(
@@ -163,6 +176,8 @@ def run_experiment(
             finished[outcome.label] = outcome.result
         if failed:
             raise CliscError(f"{spec['name']}: {len(failed)} of {len(jobs)} run(s) failed: {'; '.join(failed)}")
+    if recorder.run_link():
+        echo(f"[clisc] {spec['name']} in MLflow: {recorder.run_link()}")
     results = [finished[label] for label in sorted(finished, key=order.__getitem__)]
     if folds:
         for pooled in pool_folds(results):

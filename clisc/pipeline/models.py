@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from clisc.pipeline.settings import FoundationSettings
+from clisc.pipeline.settings import FoundationSettings, SamSettings
 
 TINY = "tiny"
 
@@ -12,8 +12,12 @@ def clip_arch(fs: FoundationSettings) -> str:
     return TINY if fs.size == TINY else fs.clip_arch
 
 
-def sam_arch(fs: FoundationSettings) -> str:
-    return TINY if fs.size == TINY else fs.sam_arch
+def sam_arch(fs: FoundationSettings, sam: SamSettings) -> str:
+    """The SAM-stage model to build: ``sam.model``, or at ``foundation.size=tiny`` the tiny random-weight
+    model of its family (``SamArch.tiny``: SAM, MedSAM's normalisation, or a small Hiera)."""
+    from clisc.foundation.sam import SAM_ARCHS
+
+    return SAM_ARCHS[sam.model].tiny if fs.size == TINY else sam.model
 
 
 @functools.lru_cache(maxsize=4)

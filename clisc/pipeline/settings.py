@@ -19,6 +19,7 @@ from baselines.settings import BaselineSettings
 from clisc.data.preprocessing import PreprocessSettings
 from clisc.errors import CliscError
 from clisc.evaluation.evaluate import EvaluationSettings
+from clisc.foundation import catalogue
 from clisc.pipeline.layers import load_layer
 from clisc.pipeline.result import flatten
 from clisc.stages.amda import AmdaSettings
@@ -41,15 +42,19 @@ def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class FoundationSettings:
-    """Which foundation models and weights: ``weights`` is ``pretrained``, ``random`` or a folder."""
+    """Which foundation models and weights: ``weights`` is ``pretrained``, ``random`` or a folder.
+    ``clip_arch``: the slice-label stage's CLIP (``clisc.foundation.catalogue``; the SAM stage's model
+    is ``sam.model``)."""
 
     clip_arch: str = "ViT-B-32-quickgelu"
-    sam_arch: str = "vit_b"
-    size: str = "base"  # "tiny" swaps every model for a small one of the same class (tests, demo)
+    size: str = "base"  # "tiny" swaps every model for a small one of the same family (tests, demo)
     weights: str = "pretrained"
     # with random weights only: hub-only architectures (BiomedCLIP) built from vendored configs of the same
     # shapes (clisc.foundation.clip.OFFLINE_ARCHS), so the paper-size models need no download at all
     offline: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of("clip_arch", self.clip_arch, catalogue.choices("foundation.clip_arch"))
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class CamSettings:
 
 @dataclass(frozen=True)
 class SamSettings:
+    """``model``: the SAM stage's model (``clisc.foundation.catalogue``): SAM ViT-B/L/H, MedSAM or SAM 2.1."""
+
+    model: str = "vit_b"
     batch_size: int = 8
     equalize: bool = False  # the code equalises the slice histogram before SAM
     brain_only: bool = False  # SAM's masks zeroed outside the brain (the code's `image != 0` never does it)
@@ -107,6 +115,7 @@ class SamSettings:
     max_slices: int | None = None
 
     def __post_init__(self) -> None:
+        _one_of("model", self.model, catalogue.choices("sam.model"))
         if self.max_slices is not None and (isinstance(self.max_slices, bool) or self.max_slices < 1):
             raise ValueError(f"max_slices must be a positive integer or null, got {self.max_slices!r}")
 

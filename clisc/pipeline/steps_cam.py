@@ -72,6 +72,9 @@ def clip_labels(ctx: RunContext, arch: str | None = None, rule: SliceLabelSettin
         return load_arrays(path / "labels.npz")
 
     settings = {"clip": arch, "weights": s.foundation.weights, "labels": rule}
+    # the CLIP built (``foundation.clip_arch``, or its tiny stand-in) and its weights' name + sha256
+    # (CLIP is loaded for the key: pretrained files are hashed once, the hash memoised beside them)
+    settings["clip_weights"] = load_clip_cached(arch, s.foundation.weights, ctx.device).record.tag
     return ctx.stage("slice_labels", settings, [ctx.volumes_key], compute, load)
 
 

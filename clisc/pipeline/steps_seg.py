@@ -26,9 +26,11 @@ from clisc.pipeline.models import load_sam_cached, sam_arch
 from clisc.pipeline.steps_cam import labelled_volumes, roi_masks
 from clisc.stages.prompts import PromptSettings
 from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_volume
+from clisc.stages.sam_variants import make_segmenter
 from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
 from clisc.stages.slice_input import brain_of, model_input_volume
-from clisc.stages.unet3d import build_unet, predict_volume, train_unet
+from clisc.stages.unet3d import build_unet, predict_volume, result_settings, train_unet
+from clisc.stages.unet_recipe import resolve
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,16 @@ def segmenter(ctx: RunContext, equalize: bool | None = None) -> SamSegmenter:
     equalize = s.sam.equalize if equalize is None else equalize
     memo = ("segmenter", f"equalize={equalize}")
     if memo not in ctx._memo:
-        arch = sam_arch(s.foundation)
+        arch = sam_arch(s.foundation, s.sam)
         sam, record = load_sam_cached(arch, s.foundation.weights, ctx.device)
-        ctx.weights["sam"] = record.tag
+        ctx.weights["sam"] = f"{s.sam.model}:{record.tag}"
         directory = ctx.cache_root / "sam_embeddings" if s.sam.embedding_cache == "disk" else None
         cache = None if s.sam.embedding_cache == "off" else EmbeddingCache(directory, max_in_memory=512)
-        tag = f"{arch}-{record.sha256[:16]}"  # random weights are seeded, so the tag names them exactly
-        ctx._memo[memo] = SamSegmenter(sam, s.sam.batch_size, equalize, cache, ctx.device, model_tag=tag,
-                                       precision=s.sam.precision, max_slices=s.sam.max_slices)
+        # the setting, the model built and its weights' full sha256 (random weights are seeded, so
+        # "random" names them exactly): every SAM stage's key holds this tag
+        tag = f"{s.sam.model}-{arch}-{record.name.replace(':', '-')}-{record.sha256}"
+        ctx._memo[memo] = make_segmenter(arch, sam, s.sam.batch_size, equalize, cache, ctx.device, tag,
+                                         s.sam.precision, s.sam.max_slices)
     return ctx._memo[memo]
 
 
@@ -129,8 +133,8 @@ def _unet_settings(ctx: RunContext):
 
 
 def _unet_key_settings(ctx: RunContext):
-    """The U-Net settings that key a trained network: the loader workers do not change it."""
-    return dataclasses.replace(_unet_settings(ctx), loader_workers=None)
+    """The U-Net settings that key a trained network: the loader workers and post-processing do not change it."""
+    return result_settings(_unet_settings(ctx))
 
 
 def train_network(
@@ -177,7 +181,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
         return predict_volume(model, volume.image, us, ctx.device)
 
     settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap, "precision": us.precision,
-                "channels_last": us.channels_last}
+                "channels_last": us.channels_last, "postprocess": resolve(us).postprocess}
     return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 

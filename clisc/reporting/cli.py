@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -12,9 +11,9 @@ from clisc.errors import CliscError
 from clisc.pipeline.result import MethodResult
 from clisc.reporting.load import QUALITATIVE_ARTIFACT, load_results
 from clisc.tracking.store import default_tracking_uri
-from clisc.tracking.ui import ui_command, ui_environment, ui_lines
+from clisc.tracking.ui import serve_ui, ui_lines
 
-EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu")
+EXPERIMENTS = ("table1", "table2", "sweep_alpha", "sweep_beta", "cpu_study", "table1_cpu", "foundations")
 
 
 def _stderr(message: str) -> None:
@@ -29,7 +28,8 @@ def write_reports(experiments: Sequence[str], out: Path, tracking_uri: str,
 
     ``table1`` -> table1.{md,csv,tex}, table1_size_groups.{md,csv,tex}, qualitative.{png,pdf} (when the
     runs logged qualitative.npz); ``table2`` -> table2.*; ``sweep_alpha``/``sweep_beta`` -> <name>.{png,pdf};
-    ``cpu_study``, ``table1_cpu`` -> <name>.{md,csv,tex} (:func:`clisc.reporting.study.study_table`).
+    ``cpu_study``, ``table1_cpu`` -> <name>.{md,csv,tex} (:func:`clisc.reporting.study.study_table`);
+    ``foundations`` -> foundations.{md,csv,tex} (:func:`clisc.reporting.foundations.foundations_table`).
     """
     written: list[Path] = []
     missing: list[str] = []
@@ -60,6 +60,10 @@ def report_experiment(experiment: str, results: Sequence[MethodResult], out: Pat
             if any(QUALITATIVE_ARTIFACT in r.artifacts for r in results):
                 written += qualitative_figure(results, out / "qualitative")
         return written
+    if experiment == "foundations":
+        from clisc.reporting.foundations import foundations_table
+
+        return write_table(foundations_table(results), out / experiment)
     if experiment in STUDY_REFERENCES:
         return write_table(study_table(results, STUDY_REFERENCES[experiment]), out / experiment)
     return sweep_figure(results, experiment.removeprefix("sweep_"), out / experiment)
@@ -80,11 +84,7 @@ def _report(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     print("\n".join(ui_lines(uri, args.host, args.port)), flush=True)
-    try:
-        return subprocess.run(ui_command(uri, host=args.host, port=args.port), env=ui_environment(),
-                              check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+    return serve_ui(uri, args.host, args.port, open_browser=False if args.no_browser else None)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
     ui = subparsers.add_parser("ui", help="browse the runs in the MLflow UI")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    ui.add_argument("--no-browser", action="store_true",
+                    help="do not open a browser (default: open the experiment list when a display is there)")
     ui.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     ui.set_defaults(func=_ui)

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from clisc.errors import CliscError  # noqa: E402
 from clisc.pipeline.result import MethodResult  # noqa: E402
 from clisc.reporting.load import QUALITATIVE_ARTIFACT  # noqa: E402
-from clisc.reporting.tables import (by_method, comparability_note, paper_rows, seed_mean_summary,  # noqa: E402
-                                    size_groups)
+from clisc.reporting.tables import (by_method, comparability_note, method_title, paper_rows,  # noqa: E402
+                                    seed_mean_summary, size_groups)
 
 SWEEP_PARAMS = {"alpha": "amda.alpha", "beta": "s3f.beta"}
 SWEEP_SYMBOLS = {"alpha": "α", "beta": "β"}
@@ -72,8 +72,19 @@ def _method_order(methods: Iterable[str]) -> list[str]:
     return [m for m in paper if m in present] + sorted(present - set(paper))
 
 
+def panel_caption(result: MethodResult, case_id: str, pred: np.ndarray) -> str:
+    """A panel's caption: the case's Dice for the run, and ``empty prediction`` when it predicted no
+    tumour in the volume (``no mask on this slice`` when only the shown slice is empty)."""
+    rows = result.per_case[result.per_case["case_id"] == case_id]
+    dice = f"Dice {float(rows['dsc'].iloc[0]):.1f}" if len(rows) and "dsc" in rows else "Dice n/a"
+    if len(rows) and str(rows["empty"].iloc[0]) == "pred":
+        return f"{dice}\nempty prediction"
+    return dice if np.any(pred) else f"{dice}\nno mask on this slice"
+
+
 def qualitative_figure(results: Iterable[MethodResult], out_stem: Path) -> list[Path]:
-    """One row per size group: the FLAIR slice with the ground truth, then each method's contour.
+    """One row per size group: the FLAIR slice with the ground truth, then each method's contour
+    (titled by its table title; each panel gives the case's Dice and marks an empty prediction).
 
     Uses each method's lowest seed that logged ``qualitative.npz`` (``<case>__image``, ``__gt``,
     ``__pred`` axial slices); per row the first case (by id) of that size group present in every
@@ -97,14 +108,15 @@ def qualitative_figure(results: Iterable[MethodResult], out_stem: Path) -> list[
             rows.append((group, common[0]))
     if not rows:
         raise CliscError(f"no case is in the {QUALITATIVE_ARTIFACT} of every method")
-    labels = {row["method"]: row["label"] for row in paper_rows("table1")}
+    labels = {m: method_title(m) for m in methods}
     fig, axes = plt.subplots(len(rows), len(methods) + 1, figsize=(1.8 * (len(methods) + 1), 1.9 * len(rows)),
                              squeeze=False)
     for i, (group, case_id) in enumerate(rows):
         arrays = chosen[methods[0]][1]
         image, gt = arrays[f"{case_id}__image"], arrays[f"{case_id}__gt"]
-        panels = [("ground truth", None)] + [(labels.get(m, m), chosen[m][1][f"{case_id}__pred"]) for m in methods]
-        for j, (title, pred) in enumerate(panels):
+        panels = [("ground truth", None, None)] + [(labels[m], chosen[m][1][f"{case_id}__pred"], chosen[m][0])
+                                                    for m in methods]
+        for j, (title, pred, result) in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(image, cmap="gray")  # YxX display slice: anterior at the top
             for mask, colour in ((gt, "lime"), (pred, "red")):
@@ -114,6 +126,9 @@ def qualitative_figure(results: Iterable[MethodResult], out_stem: Path) -> list[
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=8)
+            if result is not None:
+                ax.text(0.02, 0.98, panel_caption(result, case_id, pred), transform=ax.transAxes, ha="left",
+                        va="top", fontsize=6, color="yellow", bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
         axes[i, 0].set_ylabel(f"{group}\n{case_id}", fontsize=7)
     _banner(fig, [result for result, _ in chosen.values()])
     fig.supxlabel("green: ground truth, red: prediction", fontsize=8)

@@ -95,9 +95,11 @@ def comparability_note(runs: Sequence[MethodResult]) -> str:
 
 
 def comparability_banners(grouped: dict[str, list[MethodResult]]) -> list[str]:
-    """One table-level warning per distinct :func:`comparability_note` of the rows."""
-    banners = sorted({comparability_note(runs) for runs in grouped.values()} - {""})
-    return [f"WARNING: some rows ran with {b}." for b in banners]
+    """One table-level warning per comparability note any row has (each said once, however many rows
+    and note combinations repeat it): ``every row`` or ``some rows``."""
+    notes = [comparability_note(runs) for runs in grouped.values()]
+    said = [n for n in (RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE) if any(n in row for row in notes)]
+    return [f"WARNING: {'every row' if all(n in row for row in notes) else 'some rows'} ran with {n}." for n in said]
 
 
 def runs_label_free(runs: Sequence[MethodResult]) -> bool:
@@ -274,7 +276,23 @@ def comparison_table(results: Iterable[MethodResult], table: str) -> pd.DataFram
     df = pd.DataFrame(rows, columns=columns)
     df.attrs["notes"] = _notes(grouped, warnings)
     df.attrs["warnings"] = warnings
+    df.attrs["row_methods"] = [spec["method"] for spec in specs]
+    df.attrs["cell_notes"] = _cell_notes(df, grouped)
     return df
+
+
+def _cell_notes(df: pd.DataFrame, grouped: dict[str, list[MethodResult]]) -> list[list]:
+    """Empty predictions and floor p-values, as cell footnotes (:mod:`clisc.reporting.footnotes`)."""
+    from clisc.reporting.footnotes import cell_notes
+
+    return cell_notes(df, grouped, REFERENCE_METHOD)
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as printed: footnote markers and footnotes (:func:`clisc.reporting.footnotes.display_table`)."""
+    from clisc.reporting.footnotes import display_table as with_footnotes
+
+    return with_footnotes(df, (RANDOM_WEIGHTS_NOTE, SYNTHETIC_DATA_NOTE))
 
 
 def table1(results: Iterable[MethodResult]) -> pd.DataFrame:
@@ -322,7 +340,19 @@ def size_table(results: Iterable[MethodResult], table: str = "table1") -> pd.Dat
         "cases is better (higher DSC, lower HD95).",
     ] + convention_notes(grouped)
     df.attrs["warnings"] = warnings
+    df.attrs["row_methods"] = [spec["method"] for spec in specs]
+    df.attrs["group_n"] = _group_counts(grouped, groups)
     return df
+
+
+def _group_counts(grouped: dict[str, list[MethodResult]], groups: Sequence[str]) -> dict[str, int]:
+    """Test cases per size group (the most any method scored: methods share the test split)."""
+    counts = {group: 0 for group in groups}
+    for runs in grouped.values():
+        cases = pd.concat([r.per_case[["case_id", "size_group"]] for r in runs]).drop_duplicates("case_id")
+        for group in groups:
+            counts[group] = max(counts[group], int((cases["size_group"] == group).sum()))
+    return counts
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -341,6 +371,8 @@ def markdown_table(df: pd.DataFrame) -> str:
     def cells(values: Iterable[Any]) -> str:
         return "| " + " | ".join(str(v).replace("|", r"\|") for v in values) + " |"
 
+    df = display_table(df)
+
     lines = [cells(df.columns), "|" + "|".join("---" for _ in df.columns) + "|"]
     lines += [cells(row) for row in df.itertuples(index=False)]
     notes = df.attrs.get("notes", [])
@@ -355,8 +387,9 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
     md.write_text(markdown_table(df), encoding="utf-8")
     df.to_csv(csv, index=False)
-    caption = " ".join(df.attrs.get("notes", [])) or None
-    latex = df.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
+    shown = display_table(df)
+    caption = " ".join(shown.attrs.get("notes", [])) or None
+    latex = shown.to_latex(index=False, escape=True, caption=_latex_escape(caption) if caption else None)
     for char, command in _LATEX_UNICODE.items():
         latex = latex.replace(char, command)
     tex.write_text(latex, encoding="utf-8")

@@ -55,6 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dashboard", help="browse Optuna studies in optuna-dashboard (loopback only)")
     parser.add_argument("--study", default=None, help="study name (its journal under optuna/)")
     parser.add_argument("--storage", default=None, help="journal file or RDB URL (as given to clisc search)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port to serve on (default: 8080)")
     parser.set_defaults(func=_dashboard)

@@ -63,25 +63,45 @@ def write_best(study: optuna.Study, path: Path, storage: str) -> Path:
     return write_settings_file(path, provenance, best_overrides(study))
 
 
-def write_plots(study: optuna.Study, out: Path) -> list[Path]:
-    """Optuna's matplotlib plots of ``study`` as PNGs under ``out``; unsupported ones are skipped."""
+def objective_label(study: optuna.Study) -> str:
+    """The objective's name for the plots' value axis: ``validation_dice (dsc_mean)``, or the metric alone."""
+    metric = str(study.user_attrs.get("objective_metric", "") or "objective value")
+    name = str(study.user_attrs.get("objective", "") or metric)
+    return name if name == metric else f"{name} ({metric})"
+
+
+def plot_figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's matplotlib plots of ``study`` by name, each titled with the study's name and its value
+    axis named by :func:`objective_label`; plots the study cannot support yet are left out."""
     from clisc.reporting.figures import save_figure  # noqa: F401  (sets the Agg backend first)
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    figures = {}
+    target = objective_label(study)
     for name, plot in _plots().items():
         try:
             with warnings.catch_warnings():  # experimental API; few trials: flat axes, equal importances
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)
-                axes = plot(study)
+                axes = plot(study, target_name=target)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             log.info("search plot %s skipped: %s", name, err)
             plt.close("all")
             continue
         first = axes.flat[0] if hasattr(axes, "flat") else axes
         fig = first.figure
+        fig.suptitle(f"study {study.study_name}: {name.replace('_', ' ')} of {target}", fontsize=9)
+        figures[name] = fig
+    return figures
+
+
+def write_plots(study: optuna.Study, out: Path) -> list[Path]:
+    """:func:`plot_figures` of ``study`` as PNGs under ``out``."""
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in plot_figures(study).items():
         path = out / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # Optuna's own layout
         plt.close(fig)

@@ -259,8 +259,19 @@ class SamSegmenter:
         """Resized ``Bxhxwx3`` uint8 images -> ``BxCxh'xw'`` float32 embeddings, one encoder forward."""
         batch = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         with autocast(self.device, self.precision):
-            embeddings = self.sam.image_encoder(self.sam.preprocess(batch))
+            embeddings = self.sam.image_encoder(self._normalise(batch))
         return embeddings.to(self._storage_dtype).float()  # what the cache will hand back later
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Resized ``Bx3xhxw`` float 0-255 pixels -> the encoder's input: SAM's ``(x - mean) / std`` and
+        zero-padding to a square (``Sam.preprocess``); MedSAM overrides it (``sam_variants``)."""
+        return self.sam.preprocess(batch)
+
+    def _upsample(self, low_res: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-resolution logits ``Bx1xh''xw''`` -> ``BxHxW`` logits of the original slice (SAM's
+        ``postprocess_masks``: upscale to the padded input, crop the padding, resize)."""
+        input_size = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
+        return self.sam.postprocess_masks(low_res, input_size, original_size)[:, 0]
 
     def _embeddings(self, batch: _Batch) -> list[torch.Tensor]:
         """Embeddings ``Cxh'xw'`` (float32, on the device) of a prepared batch; new ones are cached."""
@@ -298,8 +309,7 @@ class SamSegmenter:
         sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
         low_res = _predict_masks(self.sam.mask_decoder, embeddings, self.sam.prompt_encoder.get_dense_pe(),
                                  sparse, dense)
-        input_size = self.transform.get_preprocess_shape(*original_size, self.transform.target_length)
-        return self.sam.postprocess_masks(low_res, input_size, original_size)[:, 0]
+        return self._upsample(low_res, original_size)
 
     def _decode_batch(self, embeddings: list[torch.Tensor], prompts: Sequence[SamPrompt],
                       original_size: tuple[int, int]) -> np.ndarray:

@@ -32,8 +32,10 @@ from clisc.cache import atomic_write_bytes, stable_hash
 from clisc.compute import as_channels_last, autocast, channels_last, check_precision, grad_scaler
 from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
-from clisc.stages.unet_augment import AUGMENTATIONS, training_transform
+from clisc.stages.unet_augment import AUGMENTATIONS
+from clisc.stages.unet_augment import training_transform as code_order_transform
 from clisc.stages.unet_official import ACTIVATIONS, OfficialUNet3D
+from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve, training_transform
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +65,24 @@ class UNetSettings:
     precision: str = "fp32"  # CUDA autocast of training and inference: "fp32" | "bf16" | "fp16" (+ GradScaler)
     channels_last: bool = False  # NDHWC model and batches (channels_last_3d)
     loader_workers: int | None = None  # processes loading + augmenting volumes; None: 0 on CPU, up to 4 on CUDA
+    # the training recipe (clisc.stages.unet_recipe): "paper" | "nnunet_like"; each ingredient below, when
+    # not None, replaces the recipe's value
+    recipe: str = "paper"
+    foreground_fraction: float | None = None  # share of patches centred on a label voxel (paper 0: random)
+    augment: str | None = None  # "flips" (paper: rot90 + flips) | "nnunet" (+ affine + intensity)
+    loss: str | None = None  # "ce" (paper) | "dice_ce"
+    deep_supervision: int | None = None  # lower-resolution outputs added to the loss (paper 0)
+    postprocess: str | None = None  # of predicted masks: "none" (paper) | "largest_component" | "drop_small"
 
     def __post_init__(self) -> None:
+        resolve(self)  # refuses an unknown recipe or ingredient value
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}")
 
 
-def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES) -> nn.Module:
+def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES, deep_supervision: bool = True) -> nn.Module:
     """A 3D U-Net ``Bx1xXxYxZ -> Bx{out_channels}xXxYxZ`` (logits: 2 classes unless a caller predicts
     more, e.g. Sim2Real's layers); X, Y, Z divisible by 2^(levels-1).
 
@@ -79,15 +90,24 @@ def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES) -> nn.Mo
     conv-InstanceNorm-activation per level, the first level at full resolution, down-sampling by a
     stride-2 convolution (Cicek: max-pool), transposed-convolution up-sampling + concatenation.
     "official": the public code's network (:class:`OfficialUNet3D`): max-pool down, trilinear up,
-    dropout 0.3. Both use ``settings.activation`` (ReLU, or LeakyReLU of slope 0.01).
+    dropout 0.3. Both use ``settings.activation`` (ReLU, or LeakyReLU of slope 0.01). With the recipe's
+    ``deep_supervision`` n > 0 (and ``deep_supervision`` True; "monai" only) the training-mode output is
+    DynUNet's ``Bx(1+n)x{out_channels}xXxYxZ`` stack (lower-resolution heads upsampled to the input); in
+    eval mode it is the full-resolution logits as without.
     """
+    heads = resolve(settings).deep_supervision if deep_supervision else 0
     if settings.network == "monai":
         levels = len(settings.channels)
+        if heads > levels - 2:
+            raise ValueError(f"deep_supervision {heads} needs more than {levels} levels")
         act = ("relu", {"inplace": True}) if settings.activation == "relu" else \
             ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
         return DynUNet(spatial_dims=3, in_channels=1, out_channels=out_channels, kernel_size=[3] * levels,
                        strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
-                       filters=list(settings.channels), norm_name="instance", act_name=act, res_block=False)
+                       filters=list(settings.channels), norm_name="instance", act_name=act, res_block=False,
+                       deep_supervision=heads > 0, deep_supr_num=max(1, heads))
+    if heads:
+        raise ValueError("deep_supervision needs unet.network=monai")
     if settings.network == "official":
         return OfficialUNet3D(in_channels=1, out_channels=out_channels, channels=settings.channels,
                               activation=settings.activation)
@@ -126,8 +146,8 @@ class PatchDataset(Dataset):
 
     Item ``k`` is slot ``k % batch_size`` of step ``k // batch_size`` (steps run on across epochs):
     the volume :func:`_batch_order` puts there, loaded on access from ``images``/``labels`` (any
-    sequences, e.g. volumes read lazily from the preprocessed cache), padded, cropped, rotated and
-    flipped by :func:`training_transform` (``settings.augmentation``) seeded with (epoch seed, step,
+    sequences, e.g. volumes read lazily from the preprocessed cache), padded, cropped and augmented by
+    :func:`patch_transform` (``settings.augmentation`` and the recipe) seeded with (epoch seed, step,
     slot). An item depends on
     nothing else, so any number of DataLoader workers gives the same batches. Returns an image
     ``1xPxPxP`` float32 and a label ``PxPxP`` int64.
@@ -137,7 +157,7 @@ class PatchDataset(Dataset):
                  seed: int, steps: int, first_epoch: int = 0):
         self.images, self.labels, self.settings = images, labels, settings
         self.seed, self.steps, self.first_epoch = seed, steps, first_epoch
-        self.transform = training_transform(settings.patch_size, settings.augmentation)
+        self.transform = patch_transform(settings)
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, steps x batch volume indices)
 
     def __len__(self) -> int:
@@ -152,8 +172,8 @@ class PatchDataset(Dataset):
             self._order = (epoch, _batch_order(len(self.images), self.steps, batch_size, this_epoch))
         i = int(self._order[1][step, slot])
         self.transform.set_random_state(seed=epoch_seed(this_epoch, step * batch_size + slot))
-        sample = self.transform({"image": np.asarray(self.images[i], np.float32)[None],
-                                 "label": np.asarray(self.labels[i], np.uint8)[None]})
+        sample = first_sample(self.transform({"image": np.asarray(self.images[i], np.float32)[None],
+                                              "label": np.asarray(self.labels[i], np.uint8)[None]}))
         return (torch.as_tensor(np.asarray(sample["image"]), dtype=torch.float32),
                 torch.as_tensor(np.asarray(sample["label"]), dtype=torch.int64)[0])
 
@@ -189,9 +209,26 @@ def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], set
                         "validation": with_validation})
 
 
+def patch_transform(settings: UNetSettings):
+    """The MONAI ``Compose`` that makes one training patch of a ``{"image", "label"}`` volume.
+
+    ``augmentation="axial"``: the recipe's crop and augmentation (:mod:`clisc.stages.unet_recipe`; the
+    ``paper`` recipe is the axial rot90 + flips of :mod:`clisc.stages.unet_augment`). ``"official"``:
+    the code's whole-volume rot/flip then its crop, which fixes the crop and the geometric
+    augmentation, so it refuses recipe ingredients that would change them."""
+    recipe = resolve(settings)
+    if settings.augmentation == "axial":
+        return training_transform(settings.patch_size, recipe)
+    if recipe.foreground_fraction or recipe.augment != "flips":
+        raise ValueError("unet.augmentation=official is the code's crop and rot/flip: it does not combine with "
+                         "unet.foreground_fraction > 0 or unet.augment=nnunet (set unet.augmentation=axial)")
+    return code_order_transform(settings.patch_size, settings.augmentation)
+
+
 def result_settings(settings: UNetSettings) -> UNetSettings:
-    """The settings without the loader workers, which do not change the result."""
-    return dataclasses.replace(settings, loader_workers=None)
+    """The settings that make a trained network: without the loader workers and the post-processing
+    of its predictions (the prediction stages key that: ``resolve(settings).postprocess``)."""
+    return dataclasses.replace(settings, loader_workers=None, postprocess="none")
 
 
 def check_patch(settings: UNetSettings, axial_rotation: bool | None = None) -> None:
@@ -227,9 +264,9 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> nn.Module:
     """Train a 3D U-Net on ``XxYxZ`` float32 images and ``XxYxZ`` uint8 labels; returns it in eval mode.
 
-    Each step draws ``batch_size`` volumes (a fresh random permutation per pass), crops a random
-    ``patch_size`` patch of each (see :func:`training_transform`), and takes one SGD step on the
-    cross-entropy loss with lr ``lr * (1 - it / max_it) ** poly_power``. All randomness (weights,
+    Each step draws ``batch_size`` volumes (a fresh random permutation per pass), crops a
+    ``patch_size`` patch of each (see :func:`~clisc.stages.unet_recipe.training_transform`), and takes one SGD step on the
+    recipe's loss (:class:`~clisc.stages.unet_recipe.SegmentationLoss`) with lr ``lr * (1 - it / max_it) ** poly_power``. All randomness (weights,
     order, augmentation, dropout) derives from ``seed`` and the epoch number, so training is
     deterministic on CPU and resuming gives the same result as not stopping.
 
@@ -262,7 +299,7 @@ def train_unet(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], setti
         if checkpoint is not None and checkpoint.exists():
             state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, device)
             log.info("resuming U-Net training from %s after epoch %d", checkpoint, state["epoch"])
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = SegmentationLoss(resolve(settings))
         batches = iter(patch_loader(PatchDataset(images, labels, settings, seed, steps, state["epoch"]),
                                      settings, device))
         epochs = tqdm(range(state["epoch"], settings.epochs), desc="3D U-Net", disable=not progress,
@@ -338,7 +375,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
     blending (a volume smaller than the window is padded). "resize": the public code's
     ``test_single_volume``: ``scipy.ndimage.zoom`` of the whole image to ``patch_size`` with order 0
     (nearest, as the code does for the image too), one forward pass, and order-0 zoom of the label
-    map back to the image's shape.
+    map back to the image's shape. Then the recipe's ``postprocess`` (:func:`~clisc.stages.unet_recipe.postprocess`).
     """
     device = torch.device(device)
     check_precision(settings.precision, device, "unet.precision")
@@ -368,4 +405,4 @@ def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
     model.train(was_training)
     if prediction.shape != image.shape:
         raise RuntimeError(f"prediction {prediction.shape} does not match image {image.shape}")
-    return prediction
+    return postprocess(prediction, resolve(settings))

@@ -91,7 +91,7 @@ def load_experiment_results(
     fetch: Iterable[str] = (),
     dst_dir: Path | None = None,
 ) -> list[MethodResult]:
-    """Finished children of the latest parent run of ``experiment``, read back from MLflow (start order).
+    """Finished children of the latest parent run of ``experiment``, read back from MLflow (logging order).
 
     Empty list when the experiment or its parent run does not exist. Downloads go to ``dst_dir``
     (default: a new temporary directory).
@@ -106,7 +106,7 @@ def load_experiment_results(
         parent.info.experiment_id,
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}' and tags.`{ROLE_TAG}` = 'result'"
         " and attributes.status = 'FINISHED'",
-        ["start_time ASC"],
+        ["end_time ASC"],  # logging order (a child's start is back-dated by its compute time)
     )
     fetch = tuple(fetch)
     with _quiet_downloads():

@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,7 +27,7 @@ import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from clisc.errors import CliscError
 from clisc.evaluation import summarize
@@ -47,6 +47,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")
+_SUPPRESS_URLS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 def default_tracking_uri(project_dir: Path | None = None) -> str:
@@ -111,13 +112,34 @@ def summary_metrics(per_case: pd.DataFrame, ddof: int = 1) -> dict[str, float]:
 
 
 def start_child_run(
-    client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str]
+    client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str],
+    start_time: int | None = None,
 ) -> str:
-    """Create a run nested under ``parent_run_id`` (the ``mlflow.parentRunId`` tag); return its id."""
+    """Create a run nested under ``parent_run_id`` (the ``mlflow.parentRunId`` tag), started at
+    ``start_time`` (ms since the epoch; default now); return its id."""
     run = client.create_run(
-        experiment_id, run_name=name, tags={**{k: str(v) for k, v in tags.items()}, MLFLOW_PARENT_RUN_ID: parent_run_id}
+        experiment_id, start_time=start_time, run_name=name,
+        tags={**{k: str(v) for k, v in tags.items()}, MLFLOW_PARENT_RUN_ID: parent_run_id}
     )
     return run.info.run_id
+
+
+def child_run_name(result: MethodResult, swept: Sequence[str] = ()) -> str:
+    """A child's run name: the method's table title, the swept settings' values, seed and fold, e.g.
+    ``CLISC · alpha 10 · seed 0 · fold 1/4`` (what the UI's Run Name column and the paper's tables call it)."""
+    from clisc.reporting.tables import method_title
+
+    parts = [method_title(result.method)]
+    parts += [f"{key.split('.')[-1]} {result.params[key]}" for key in swept if key in result.params]
+    parts.append(f"seed {result.seed}")
+    if "fold" in result.tags:
+        parts.append(f"fold {result.tags['fold']}" + (f"/{result.tags['folds']}" if "folds" in result.tags else ""))
+    return " · ".join(parts)
+
+
+def compute_ms(result: MethodResult) -> int:
+    """Milliseconds the result's stages computed (cached stages count 0): the child run's Duration."""
+    return int(round(1000 * sum(float(t) for t in result.stage_times.values())))
 
 
 def log_flat(
@@ -142,7 +164,8 @@ def log_flat(
 def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodResult) -> dict[str, float]:
     """Params, summary metrics, stage times (+ ``stage_times.png``), training curves (step metrics),
     tags, the dataset input, ``per_case.csv`` and artifact files of ``result``
-    (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``)."""
+    (``artifacts={"qualitative": Path("x/q.npz")}`` is logged as ``qualitative.npz``, and drawn as
+    ``qualitative.png``, which the UI previews)."""
     metrics = summary_metrics(result.per_case, run_evaluation_settings(result.params).std_ddof)
     metrics.update({f"{STAGE_TIME_PREFIX}{stage}": float(t) for stage, t in result.stage_times.items()})
     tags = {**result.tags, "method": result.method, "seed": str(result.seed)}
@@ -152,6 +175,13 @@ def log_result_to_run(client: mlflow.MlflowClient, run_id: str, result: MethodRe
     client.log_text(run_id, result.per_case.to_csv(index=False), PER_CASE_ARTIFACT)
     for key, path in result.artifacts.items():
         log_artifact_as(client, run_id, key, Path(path))
+    if "qualitative" in result.artifacts and Path(result.artifacts["qualitative"]).suffix == ".npz":
+        from clisc.tracking.summary import qualitative_png
+
+        with tempfile.TemporaryDirectory(prefix="clisc-qualitative-") as tmp:
+            png = qualitative_png(result, Path(tmp))
+            if png is not None:
+                client.log_artifact(run_id, str(png))
     if result.stage_times:
         from clisc.tracking.summary import STAGE_TIMES_FIGURE, stage_times_figure
 
@@ -215,8 +245,21 @@ class ExperimentRecorder:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.results: list[MethodResult] = []
+        self._saved_suppress: str | None = None
+
+    def run_link(self) -> str | None:
+        """The parent run's page in the model-training view, for a tracking server (``http(s)://``)."""
+        from clisc.tracking.ui import run_url
+
+        if not self.tracking_uri.startswith(("http://", "https://")) or self.parent_run_id is None:
+            return None
+        return run_url(self.tracking_uri.rstrip("/"), self.experiment_id, self.parent_run_id)
 
     def __enter__(self) -> ExperimentRecorder:
+        # MLflow prints a "View run" link per finished run of a server, without the model-training view
+        # (it opens as GenAI): run_link() gives the parent's instead
+        self._saved_suppress = os.environ.get(_SUPPRESS_URLS_ENV)
+        os.environ[_SUPPRESS_URLS_ENV] = "true"
         check_tracking_store(self.tracking_uri)  # one line now, not a hang before or after the work
         self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)  # (a client opens its store at once)
         description = self.spec.get("description")
@@ -241,11 +284,14 @@ class ExperimentRecorder:
         is a one-line :class:`CliscError` saying how to log the work again (nothing is recomputed)."""
         if self.parent_run_id is None or self.experiment_id is None:
             raise RuntimeError("ExperimentRecorder.log_result called outside its `with` block")
-        name = f"{result.method}/seed{result.seed}" + (f"/fold{result.tags['fold']}" if "fold" in result.tags else "")
+        name = child_run_name(result, list(self.spec.get("sweep") or {}))
+        # the UI's Duration column is end - start: the stages' compute time, not the seconds of logging
+        end = int(time.time() * 1000)
         try:
             run_id = start_child_run(
                 self.client, self.experiment_id, self.parent_run_id, name,
                 {ROLE_TAG: "result", "method": result.method, "seed": str(result.seed), OWNER_TAG: owner()},
+                start_time=end - compute_ms(result),
             )
             try:
                 log_result_to_run(self.client, run_id, result)
@@ -253,7 +299,7 @@ class ExperimentRecorder:
                 with contextlib.suppress(Exception):
                     self.client.set_terminated(run_id, "FAILED")
                 raise
-            self.client.set_terminated(run_id, "FINISHED")
+            self.client.set_terminated(run_id, "FINISHED", end_time=end)
         except MlflowException as err:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise CliscError(f"MLflow store {self.tracking_uri} failed while logging {name} ({reason}); its results "
@@ -268,11 +314,14 @@ class ExperimentRecorder:
     def log_summary(self) -> list[str]:
         """The parent's table(s) and figures (artifacts) and headline metrics, from the results logged
         so far; returns the artifact names."""
-        from clisc.tracking.summary import headline_metrics, summary_files
+        from clisc.tracking.summary import description, headline_metrics, summary_files
 
         if self.parent_run_id is None or not self.results:
             return []
         metrics, tags = headline_metrics(self.results, self.spec)
+        note = description(self.experiment, self.spec, self.results)
+        if note:  # the run page's Description: the table itself, the first thing it shows
+            tags[DESCRIPTION_TAG] = note[:MAX_TAG_VAL_LENGTH]
         log_flat(self.client, self.parent_run_id, metrics=metrics, tags=tags)
         with tempfile.TemporaryDirectory(prefix="clisc-summary-") as tmp:
             files = summary_files(self.experiment, self.spec, self.results, Path(tmp))
@@ -282,6 +331,16 @@ class ExperimentRecorder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        try:
+            self._close(exc_type)
+        finally:
+            if self._saved_suppress is None:
+                os.environ.pop(_SUPPRESS_URLS_ENV, None)
+            else:
+                os.environ[_SUPPRESS_URLS_ENV] = self._saved_suppress
+
+    def _close(self, exc_type: type[BaseException] | None) -> None:
+        """The parent's summary and final status (FINISHED, KILLED on Ctrl-C, else FAILED)."""
         if self.parent_run_id is None:
             return
         try:

@@ -45,7 +45,48 @@ def summary_files(experiment: str, spec: Mapping[str, Any], results: Sequence[Me
         swept = [name for name, key in SWEEP_PARAMS.items() if key in (spec.get("sweep") or {})]
         if swept:
             files += sweep_figure(results, swept[0], out / f"{experiment}_{swept[0]}")
+    files += dsc_figure(experiment, results, out)
     return files + stage_times_figure(results, out / STAGE_TIMES_FIGURE)
+
+
+def _scored_table(experiment: str, results: Sequence[MethodResult]):
+    """The experiment's rows in the paper's Table 1/2 layout, or None when no result has a DSC."""
+    from clisc.reporting.overview import layout_of
+    from clisc.reporting.tables import comparison_table
+
+    scored = [r for r in results if "dsc" in r.per_case.columns]
+    return comparison_table(scored, layout_of(experiment, scored)) if scored else None
+
+
+def dsc_figure(experiment: str, results: Sequence[MethodResult], out: Path) -> list[Path]:
+    """``<experiment>_dsc.png/.pdf``: every row's DSC with its 95% CI beside the paper's."""
+    from clisc.reporting.overview import dsc_bars_figure
+
+    table = _scored_table(experiment, results)
+    return [] if table is None else dsc_bars_figure(table, experiment, out / f"{experiment}_dsc")
+
+
+def description(experiment: str, spec: Mapping[str, Any], results: Sequence[MethodResult]) -> str | None:
+    """The parent run's description (Markdown): the spec's description and the compact table of what ran."""
+    from clisc.reporting.overview import compact_markdown
+
+    table = _scored_table(experiment, results)
+    text = str(spec["description"]) if spec.get("description") else None
+    return None if table is None else compact_markdown(table, experiment, text)
+
+
+def qualitative_png(result: MethodResult, out: Path) -> Path | None:
+    """``out/qualitative.png``: one run's slices per size group with its contour (the figure of
+    ``clisc report``, for one method), or None when its ``qualitative.npz`` has no usable slice."""
+    from clisc.errors import CliscError
+    from clisc.reporting.figures import qualitative_figure
+
+    try:
+        files = qualitative_figure(_for_reporting([result]), out / "qualitative")
+    except (CliscError, KeyError) as err:  # KeyError: an npz without a case's __gt/__pred slice
+        log.warning("no qualitative.png for %s/seed%s: %s", result.method, result.seed, err)
+        return None
+    return next(p for p in files if p.suffix == ".png")
 
 
 def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
@@ -69,6 +110,9 @@ def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -
         metrics["best_dsc_mean"] = seed_mean_summary(runs)["dsc_mean"]
         tags.update({"best_method": method, f"best.{sweep}": value})
         return metrics, tags
+    if spec.get("groups"):  # one metric per row; the headline rows are those on the default settings
+        metrics.update(_group_row_metrics(pool_folds(scored), spec))
+        scored = [r for r in scored if all(str(r.params.get(k)) == str(v) for k, v in _group_defaults(spec).items())]
     grouped = by_method(scored)
     summaries = {m: seed_mean_summary(runs) for m, runs in grouped.items()}
     for method, summary in summaries.items():
@@ -86,6 +130,34 @@ def headline_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -
         metrics["best_rival_hd95_mean"] = summaries[best]["hd95_mean"]
         tags.update({"best_rival": best, "best_rival_label_free": str(best in label_free).lower()})
     return {k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}, tags
+
+
+def _group_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The default value of each setting a spec's groups sweep."""
+    from clisc.pipeline.settings import Settings, setting
+
+    return {k: setting(Settings(), k) for g in spec["groups"] for k in (g.get("sweep") or {})}
+
+
+def _group_row_metrics(results: Sequence[MethodResult], spec: Mapping[str, Any]) -> dict[str, float]:
+    """``<method>/<setting>_<value>/dsc_mean`` (and hd95) for each swept value that differs from its default
+    (characters MLflow refuses in metric names become ``_``)."""
+    import re
+
+    from clisc.reporting.tables import seed_mean_summary
+
+    defaults = _group_defaults(spec)
+    rows: dict[str, list[MethodResult]] = {}
+    for result in results:
+        changed = [f"{k.split('.')[-1]}_{result.params.get(k)}" for k, v in defaults.items()
+                   if str(result.params.get(k)) != str(v)]
+        name = "/".join([result.method, *changed])
+        rows.setdefault(re.sub(r"[^\w\-. /]", "_", name), []).append(result)
+    out = {}
+    for name, runs in rows.items():
+        summary = seed_mean_summary(runs)
+        out[f"{name}/dsc_mean"], out[f"{name}/hd95_mean"] = summary["dsc_mean"], summary["hd95_mean"]
+    return out
 
 
 def _finite(value: float) -> float:

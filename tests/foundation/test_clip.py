@@ -122,4 +122,5 @@ def test_bad_arch_and_tiny_pretrained():
         load_clip("ViT-Z")
     with pytest.raises(WeightsError, match="CLIP tiny has no pretrained weights"):
         load_clip("tiny", "pretrained")
-    assert set(CLIP_ARCHS) == {"ViT-B-32-quickgelu", "ViT-B-16-quickgelu", "biomedclip", "tiny", "biomedclip-offline"}
+    assert set(CLIP_ARCHS) == {"ViT-B-32-quickgelu", "ViT-B-16-quickgelu", "ViT-L-14-quickgelu", "biomedclip", "tiny",
+                               "biomedclip-offline"}

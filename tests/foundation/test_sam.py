@@ -19,6 +19,9 @@ def tiny_sam():
 def test_registry_names_weights_for_the_official_archs() -> None:
     assert {name: arch.weights_name for name, arch in SAM_ARCHS.items()} == {
         "vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h", "tiny": None,
+        "medsam": "medsam_vit_b", "medsam_tiny": None, "sam2.1_tiny": None,
+        "sam2.1_hiera_t": "sam2.1_hiera_tiny", "sam2.1_hiera_s": "sam2.1_hiera_small",
+        "sam2.1_hiera_b+": "sam2.1_hiera_base_plus", "sam2.1_hiera_l": "sam2.1_hiera_large",
     }
 
 

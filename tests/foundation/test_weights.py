@@ -180,8 +180,9 @@ def test_sidecar_skips_rehashing_until_the_file_changes(monkeypatch, tmp_path):
 def test_registry_entries_are_consistent(name):
     spec = WEIGHTS[name]
     assert spec.name == name and urlparse(spec.url).scheme == "https"
-    assert spec.url.rsplit("/", 1)[1] == spec.filename
-    assert spec.sha256 is not None or spec.sha256_prefix is not None
+    assert not spec.downloadable or spec.url.rsplit("/", 1)[1] == spec.filename
+    # a checksum, or the statement that none is published (never an invented one)
+    assert spec.sha256 is not None or spec.sha256_prefix is not None or "none published" in spec.checksum_source
     if spec.sha256_prefix:  # torchvision: the prefix is part of the file name
         assert spec.filename.rsplit("-", 1)[1].startswith(spec.sha256_prefix)
     if spec.sha256:
@@ -191,3 +192,18 @@ def test_registry_entries_are_consistent(name):
 def test_record_tag():
     assert WeightsRecord("sam_vit_b", "ec2d").tag == "sam_vit_b=ec2d"
     assert WeightsRecord("clip:tiny", "random").tag == "clip:tiny=random"
+
+
+def test_only_the_sam_checksums_of_record_are_in_the_registry():
+    """SAM ViT-B/L/H publish sizes + sha256 (docs/METHOD.md); MedSAM and SAM 2.1 publish none."""
+    assert {n for n, spec in WEIGHTS.items() if spec.sha256} == {"sam_vit_b", "sam_vit_l", "sam_vit_h"}
+    for name in ("medsam_vit_b", "sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus",
+                 "sam2.1_hiera_large"):
+        assert WEIGHTS[name].sha256 is None and WEIGHTS[name].size_bytes is None
+
+
+def test_medsam_has_no_direct_download(tmp_path):
+    """MedSAM's authors share a drive folder: the one-line error names the page and the path."""
+    with pytest.raises(WeightsError, match="medsam_vit_b.pth not found at .* no direct download: get it from "
+                                           "https://github.com/bowang-lab/MedSAM"):
+        weights.resolve_weights("medsam_vit_b", cache_dir=tmp_path)

@@ -107,7 +107,7 @@ def test_cross_validated_experiment_logs_each_fold_and_reports_pooled(synthetic_
         ("cam_amda", "1", "2"), ("cam_amda", "2", "2"), ("raw_cam", "1", "2"), ("raw_cam", "2", "2")]
     names = {r.info.run_name for r in MlflowClient(tracking_uri).search_runs(
         [MlflowClient(tracking_uri).get_experiment_by_name("table2").experiment_id])}
-    assert {"raw_cam/seed0/fold1", "cam_amda/seed0/fold2"} <= names
+    assert {"raw CAM · seed 0 · fold 1/2", "CAM with AMDA · seed 0 · fold 2/2"} <= names
     df = table2(logged).set_index("method")
     assert df.loc["raw CAM", "cases"] == df.loc["CAM with AMDA", "cases"] == "10"
     assert df.loc["raw CAM", "note"].endswith("pooled over 2 folds")

@@ -18,7 +18,8 @@ SPEC = {"name": "mini", "method": "clisc", "seed": 0,
 def _args(tmp_path, data, objective, tracking_uri):
     return argparse.Namespace(objective=objective, profile="tiny", protocol=None, data=data,
                               cache=tmp_path / "cache", device="cpu", study=f"study-{tmp_path.name}", trials=2,
-                              workers=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
+                              workers=1, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri,
+                              reports=tmp_path / "reports")  # never the project's reports/
 
 
 @pytest.mark.parametrize("objective,label_free,metric", [

@@ -139,3 +139,20 @@ def test_best_yaml_is_a_settings_file(toy, tracking_uri, tmp_path) -> None:
     tuned = read_settings_file(tmp_path / "search" / "as-settings" / "best.yaml")
     assert tuned.overrides == {"amda.alpha": study.best_params["amda.alpha"]}
     assert tuned.tuned_on_labels and tuned.tags()["tuned_study"] == "as-settings"
+
+
+def test_search_plots_name_the_study_and_the_objective(toy, tracking_uri, tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    from clisc.search.report import plot_figures
+
+    study = run_search(toy.toy_objective, SPACE, n_trials=4, study_name="named", storage=str(tmp_path / "n.log"),
+                       tracking_uri=tracking_uri, label_free=False, objective_name="validation_dice")
+    figures = plot_figures(study)
+    assert set(figures) == {"optimization_history", "param_importances", "slice", "parallel_coordinate"}
+    for name, fig in figures.items():
+        assert fig._suptitle.get_text().startswith("study named: ") and "validation_dice" in fig._suptitle.get_text()
+        labels = " ".join(ax.get_ylabel() + " " + ax.get_xlabel() + " " + ax.get_title() for ax in fig.axes)
+        if name != "param_importances":  # importances name the objective in the title only
+            assert "validation_dice" in labels, (name, labels)
+    plt.close("all")

@@ -88,7 +88,7 @@ def test_a_store_failing_mid_experiment_is_one_line_saying_how_to_log_again(trac
             monkeypatch.setattr(rec.client, "log_batch", refused)
             monkeypatch.setattr(rec.client, "set_terminated", refused)
             rec.log_result(fakes.fake_result("clisc", [50, 60]))
-    assert "\n" not in str(err.value) and "clisc/seed0" in str(err.value) and "Connection refused" in str(err.value)
+    assert "\n" not in str(err.value) and "CLISC · seed 0" in str(err.value) and "Connection refused" in str(err.value)
 
 
 @pytest.mark.slow

@@ -64,7 +64,10 @@ def test_round_trip(tracking_uri: str, tmp_path: Path, fakes) -> None:
     spec_file = client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path))
     assert yaml.safe_load(Path(spec_file).read_text()) == SPEC
     child = client.get_run(ids[0])
-    assert child.info.run_name == "clisc/seed1"
+    assert child.info.run_name == "CLISC · seed 1"
+    assert child.info.end_time - child.info.start_time == 1500  # the UI's Duration: the stages' compute time
+    parent_note = parent.data.tags["mlflow.note.content"].replace("\u00a0", " ")
+    assert "**roundtrip**" in parent_note and "| CLISC | yes | 80.00 ± 15.81 |" in parent_note
     assert child.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id
     assert child.data.metrics["dsc_mean"] == pytest.approx(80.0)
     assert child.data.metrics["n_empty_both"] == 1
@@ -98,3 +101,23 @@ def test_missing_artifact_fails_the_child_only(tracking_uri: str, tmp_path: Path
             rec.log_result(broken)
         rec.log_result(fakes.fake_result("raw_cam", [3, 4]))
     assert [r.method for r in load_experiment_results("broken", tracking_uri)] == ["raw_cam"]
+
+
+def test_child_run_name_is_the_table_title_with_sweep_seed_and_fold(fakes) -> None:
+    from clisc.tracking.store import child_run_name
+
+    result = fakes.fake_result("sam_gt_prompts", [50], seed=2, params={"amda.alpha": 10},
+                               tags={"fold": "3", "folds": "4"})
+    assert child_run_name(result) == "SAM (prompts from ground truth) · seed 2 · fold 3/4"
+    assert child_run_name(result, ["amda.alpha"]) == "SAM (prompts from ground truth) · alpha 10 · seed 2 · fold 3/4"
+
+
+def test_child_logs_its_qualitative_slices_as_png(tracking_uri: str, tmp_path: Path, fakes) -> None:
+    npz = tmp_path / "q.npz"
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    np.savez(npz, case000__image=np.ones((8, 8), np.float32), case000__gt=mask, case000__pred=mask)
+    with ExperimentRecorder("pictures", SPEC, tracking_uri=tracking_uri) as rec:
+        run_id = rec.log_result(fakes.fake_result("clisc", [80, 90], artifacts={"qualitative": npz}))
+    logged = {f.path for f in mlflow.MlflowClient(tracking_uri).list_artifacts(run_id)}
+    assert {"qualitative.npz", "qualitative.png"} <= logged

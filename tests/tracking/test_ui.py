@@ -39,9 +39,62 @@ def test_ui_environment_turns_job_workers_off() -> None:
 
 
 def test_ui_command_argv() -> None:
-    argv = ui_command("sqlite:///x/mlflow.db", port=5123)
+    argv = ui_command("sqlite:///x/mlflow.db", port=5123, app=False)
     assert argv[1:] == ["-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///x/mlflow.db",
                         "--host", "127.0.0.1", "--port", "5123", "--workers", "1"]
+    assert ui_command("sqlite:///x/mlflow.db", app=True)[-2:] == ["--app-name", "clisc"]
+
+
+def test_mlflow_app_entry_point_is_declared_and_importable() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from clisc.tracking import mlflow_app
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    target = pyproject["project"]["entry-points"]["mlflow.app"][mlflow_app.APP_NAME]
+    module, name = target.split(":")
+    assert module == mlflow_app.__name__ and callable(getattr(mlflow_app, name))
+
+
+def test_index_html_gets_the_model_training_default_once() -> None:
+    from clisc.tracking.mlflow_app import DEFAULT_VIEW_SCRIPT, with_default_view
+
+    html = '<!doctype html><html><head><meta charset="utf-8"><script src="main.js"></script></head></html>'
+    patched = with_default_view(html)
+    assert patched.index(DEFAULT_VIEW_SCRIPT) < patched.index("main.js")  # before the bundle reads the key
+    assert with_default_view(patched) == patched
+    assert "localStorage.getItem(k)===null" in DEFAULT_VIEW_SCRIPT  # a user's own choice is kept
+    assert '"mlflow.workflowType_v1": "\\"machine_learning\\""' in DEFAULT_VIEW_SCRIPT
+
+
+def test_runs_table_default_view_script() -> None:
+    import json
+    import re
+
+    from clisc.tracking.mlflow_app import RUNS_COLUMNS, RUNS_VIEW_KEY, runs_view_script
+
+    script = runs_view_script({"7": ["parentrun"]})
+    key = 'MLflowLocalStorage-1.1-ExperimentPage-["7"]-ReactComponentState'  # MLflow's own key of experiment 7
+    assert re.match(RUNS_VIEW_KEY, key).group(1) == "7"
+    views = json.loads(re.search(r"var V=(\{.*?\}\}\}),D=", script).group(1))
+    assert views["7"]["runsExpanded"] == {"parentrun": True} and views["7"]["selectedColumns"] == RUNS_COLUMNS
+    assert "metrics.`dsc_mean`" in RUNS_COLUMNS and "tags.`label_free`" in RUNS_COLUMNS
+    assert "if(v===null" in script  # a view the user saved wins
+
+
+def test_mlflow_app_serves_patched_index() -> None:
+    """MLflow's Flask app, patched by the clisc app, serves index.html with the default-view script."""
+    from mlflow.server import app as flask_app
+
+    from clisc.tracking.mlflow_app import DEFAULT_VIEW_SCRIPT, patch_index
+
+    patch_index(flask_app)
+    patch_index(flask_app)  # idempotent
+    response = flask_app.test_client().get("/")
+    if b"landing page (index.html) not found" in response.data:
+        pytest.skip("this MLflow has no built UI (a source install)")
+    assert DEFAULT_VIEW_SCRIPT in response.get_data(as_text=True)
 
 
 def curve_result(fakes, method: str, dsc: list[float]):
@@ -125,5 +178,48 @@ def test_ui_lines_link_each_experiment_to_its_runs_table(tracking_uri: str, fake
         rec.log_result(fakes.fake_result("clisc", [50, 60]))
         experiment_id = rec.experiment_id
     lines = ui_lines(tracking_uri, port=5123)
-    assert lines[0].endswith("at http://127.0.0.1:5123/ (Ctrl-C stops it)") and "Model training" in lines[1]
+    assert lines[0].endswith("at http://127.0.0.1:5123/#/experiments?workflowType=machine_learning (Ctrl-C stops it)")
     assert f"  runs of linked: http://127.0.0.1:5123/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in lines
+
+
+@pytest.mark.slow
+def test_clisc_ui_stops_on_ctrl_c_without_traceback(tracking_uri: str, tmp_path) -> None:
+    """Ctrl-C in the terminal (SIGINT to the foreground process group) ends `clisc ui` and its server
+    with exit status 0 and no traceback."""
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    cli = subprocess.Popen([sys.executable, "-c", "import sys; from clisc.cli import main; sys.exit(main())",
+                            "ui", "--tracking-uri", tracking_uri, "--port", str(port), "--no-browser"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert cli.poll() is None, cli.stderr.read().decode()[-2000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"clisc ui did not answer within {START_TIMEOUT_S} s"
+                time.sleep(0.5)
+        os.killpg(cli.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert cli.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err and b"Traceback" not in out, err.decode()[-2000:]
+    with pytest.raises(OSError):  # the server is gone too
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_recorder_link_to_a_server_run_opens_the_model_training_view(tracking_uri: str) -> None:
+    rec = ExperimentRecorder("x", {"methods": []}, tracking_uri="http://mlflow.example:5000/")
+    rec.experiment_id, rec.parent_run_id = "3", "abc"
+    assert rec.run_link() == "http://mlflow.example:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    assert ExperimentRecorder("x", {}, tracking_uri=tracking_uri).run_link() is None  # a local store: no server
