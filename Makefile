@@ -122,7 +122,7 @@ table1-cpu: $(STAMP)
 foundations: $(STAMP) $(DATA_DEP)
 	$(CLISC) experiment foundations $(RUN_ARGS)
 	$(CLISC) report --experiments foundations --out reports
-# not part of `make test`: ~45 min on a 2-core CPU (SMOKE_THREADS torch threads; runs/paper_smoke/)
+# not part of `make test` (docs/PAPER_SCALE.md: its measured times; SMOKE_THREADS torch threads; runs/paper_smoke/)
 SMOKE_THREADS ?= 1
 paper-smoke: $(STAMP)
 	OMP_NUM_THREADS=$(SMOKE_THREADS) $(PY) benchmarks/paper_smoke.py --device $(DEVICE) --fresh $(SMOKE_ARGS)

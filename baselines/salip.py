@@ -94,13 +94,26 @@ class CachedPredictor(SamPredictor):
         self.is_image_set = True
 
 
+class CropSafeMaskGenerator(SamAutomaticMaskGenerator):
+    """segment_anything's generator, except that a crop keeping no mask records its crop boxes as an
+    empty ``0x4`` tensor: upstream makes it ``torch.tensor([])`` (shape ``0``), and with crop layers
+    (the published ``crop_n_layers=1``) a slice on which no crop keeps a mask then fails in
+    ``box_area`` (IndexError) instead of giving no region."""
+
+    def _process_crop(self, *args: Any, **kwargs: Any):
+        data = super()._process_crop(*args, **kwargs)
+        if len(data["rles"]) == 0:
+            data["crop_boxes"] = torch.zeros((0, 4))
+        return data
+
+
 def mask_generator(segmenter: SamSegmenter, settings: SalipSettings) -> SamAutomaticMaskGenerator:
     """SAM's automatic mask generator with ``settings``' parameters and a ``CachedPredictor``; SAM
     ViT-B/L/H only (MedSAM's and SAM 2.1's inputs differ from what the generator feeds)."""
     if type(segmenter) is not SamSegmenter:
         raise CliscError("SaLIP runs segment_anything's automatic mask generator: set sam.model to vit_b, "
                          "vit_l or vit_h")
-    generator = SamAutomaticMaskGenerator(
+    generator = CropSafeMaskGenerator(
         segmenter.sam,
         points_per_side=settings.points_per_side,
         points_per_batch=settings.points_per_batch,

@@ -170,3 +170,13 @@ def test_bad_gate_is_a_one_line_error(synthetic_dataset: Path, tmp_path: Path, c
                  "--set", "baselines.salip.slices=oracle"]) == 2
     err = capsys.readouterr().err.strip()
     assert "salip.slices must be one of" in err and "\n" not in err
+
+
+def test_no_region_in_any_crop_gives_no_box_instead_of_an_index_error(sam_segmenter, clip) -> None:
+    """The published generator has a crop layer (paper profile only; the tiny profile has none): when no
+    crop keeps a mask, segment_anything's own generator fails in box_area; ours gives no region."""
+    settings = SalipSettings(points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.99, stability_score_thresh=0.99)
+    image = (np.random.default_rng(0).random((60, 50, 3)) * 255).astype(np.uint8)
+    generator = mask_generator(sam_segmenter, settings)
+    assert generator.generate(image) == []
+    assert best_box(image, generator, clip, prompt_embedding(clip, settings.prompts), settings) is None

@@ -51,6 +51,7 @@ def test_provenance_tags(first_run):
     assert tags["synthetic_data"] == "true" and tags["profile"] == "tiny"
     assert "=random" in tags["weights"] and {"clip", "resnet50", "sam"} <= {
         w.split("=")[0] for w in tags["weights"].split(";")}
+    assert tags["random_weights"] == "true"  # a plumbing run, never a result
     assert result.params["amda.alpha"] == 20.0 and result.params["s3f.beta"] == 20.0
 
 
