@@ -32,10 +32,9 @@ from clisc.cache import atomic_write_bytes, stable_hash
 from clisc.compute import as_channels_last, autocast, channels_last, check_precision, grad_scaler
 from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
-from clisc.stages.unet_augment import AUGMENTATIONS
-from clisc.stages.unet_augment import training_transform as code_order_transform
+from clisc.stages.unet_augment import AUGMENTATIONS, patch_transform
 from clisc.stages.unet_official import ACTIVATIONS, OfficialUNet3D
-from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve, training_transform
+from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ class PatchDataset(Dataset):
     Item ``k`` is slot ``k % batch_size`` of step ``k // batch_size`` (steps run on across epochs):
     the volume :func:`_batch_order` puts there, loaded on access from ``images``/``labels`` (any
     sequences, e.g. volumes read lazily from the preprocessed cache), padded, cropped and augmented by
-    :func:`patch_transform` (``settings.augmentation`` and the recipe) seeded with (epoch seed, step,
+    :func:`~clisc.stages.unet_augment.patch_transform` (``settings.augmentation`` and the recipe) seeded with (epoch seed, step,
     slot). An item depends on
     nothing else, so any number of DataLoader workers gives the same batches. Returns an image
     ``1xPxPxP`` float32 and a label ``PxPxP`` int64.
@@ -207,22 +206,6 @@ def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], set
         content.append((tuple(img.shape), float(img.astype(np.float64).sum()), int((lab > 0).sum())))
     return stable_hash({"settings": result_settings(settings), "seed": seed, "data": content,
                         "validation": with_validation})
-
-
-def patch_transform(settings: UNetSettings):
-    """The MONAI ``Compose`` that makes one training patch of a ``{"image", "label"}`` volume.
-
-    ``augmentation="axial"``: the recipe's crop and augmentation (:mod:`clisc.stages.unet_recipe`; the
-    ``paper`` recipe is the axial rot90 + flips of :mod:`clisc.stages.unet_augment`). ``"official"``:
-    the code's whole-volume rot/flip then its crop, which fixes the crop and the geometric
-    augmentation, so it refuses recipe ingredients that would change them."""
-    recipe = resolve(settings)
-    if settings.augmentation == "axial":
-        return training_transform(settings.patch_size, recipe)
-    if recipe.foreground_fraction or recipe.augment != "flips":
-        raise ValueError("unet.augmentation=official is the code's crop and rot/flip: it does not combine with "
-                         "unet.foreground_fraction > 0 or unet.augment=nnunet (set unet.augmentation=axial)")
-    return code_order_transform(settings.patch_size, settings.augmentation)
 
 
 def result_settings(settings: UNetSettings) -> UNetSettings:

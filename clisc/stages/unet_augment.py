@@ -18,9 +18,16 @@ to anterior, z = inferior to superior). Two recipes, each a MONAI ``Compose`` se
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from monai.transforms import Compose, MapTransform, RandFlipd, Randomizable, RandRotate90d, RandSpatialCropd, SpatialPadd
+from monai.transforms import Compose, MapTransform, Randomizable
+
+from clisc.stages.unet_recipe import RECIPES, resolve
+from clisc.stages.unet_recipe import training_transform as recipe_transform
+
+if TYPE_CHECKING:
+    from clisc.stages.unet3d import UNetSettings
 
 AUGMENTATIONS = ("axial", "official")
 KEYS = ("image", "label")
@@ -94,13 +101,23 @@ def training_transform(patch_size: tuple[int, int, int], augmentation: str = "ax
     """The ``augmentation`` recipe (see module doc) on ``{"image": 1xXxYxZ, "label": 1xXxYxZ}``,
     giving ``1 x patch_size`` arrays; seed it with ``set_random_state``."""
     if augmentation == "axial":
-        return Compose([
-            SpatialPadd(KEYS, spatial_size=patch_size, mode="constant"),
-            RandSpatialCropd(KEYS, roi_size=patch_size, random_size=False),
-            RandRotate90d(KEYS, prob=0.75, max_k=3, spatial_axes=(0, 1)),
-            RandFlipd(KEYS, prob=0.5, spatial_axis=0),
-            RandFlipd(KEYS, prob=0.5, spatial_axis=1),
-        ])
+        return recipe_transform(patch_size, RECIPES["paper"])  # pad, crop, axial rot90, X/Y flips
     if augmentation == "official":
         return Compose([OfficialRotFlipd(KEYS), OfficialRandomCropd(patch_size, KEYS)])
     raise ValueError(f"unknown augmentation {augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}")
+
+
+def patch_transform(settings: UNetSettings) -> Compose:
+    """The MONAI ``Compose`` that makes one training patch of a ``{"image", "label"}`` volume.
+
+    ``augmentation="axial"``: the recipe's crop and augmentation (:mod:`clisc.stages.unet_recipe`; the
+    ``paper`` recipe is the axial recipe above). ``"official"``: the code's whole-volume rot/flip then its
+    crop, which fixes the crop and the geometric augmentation, so it refuses recipe ingredients that would
+    change them."""
+    recipe = resolve(settings)
+    if settings.augmentation == "axial":
+        return recipe_transform(settings.patch_size, recipe)
+    if recipe.foreground_fraction or recipe.augment != "flips":
+        raise ValueError("unet.augmentation=official is the code's crop and rot/flip: it does not combine with "
+                         "unet.foreground_fraction > 0 or unet.augment=nnunet (set unet.augmentation=axial)")
+    return training_transform(settings.patch_size, settings.augmentation)
