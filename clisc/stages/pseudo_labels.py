@@ -183,6 +183,21 @@ def capped(indices: Sequence[int], max_slices: int | None) -> list[int]:
     return [indices[j] for j in picks]
 
 
+def logits_canvas(slices: Sequence[np.ndarray], prompts: Sequence[SamPrompt | None],
+                  max_slices: int | None) -> tuple[np.ndarray, list[int]]:
+    """``NxHxW`` float32 logits filled with -inf (no prompt) for ``N`` same-shaped ``HxW`` slices, and the
+    prompted indices a segmenter fills (:func:`capped` by ``max_slices``); refuses mismatched inputs."""
+    if len(slices) != len(prompts):
+        raise ValueError(f"{len(slices)} slices but {len(prompts)} prompts")
+    if len(slices) == 0:
+        return np.zeros((0, 0, 0), dtype=np.float32), []
+    shape = tuple(np.shape(slices[0]))
+    if any(np.shape(s) != shape for s in slices):
+        raise ValueError("all slices must have the same HxW shape")
+    logits = np.full((len(slices), *shape), -np.inf, dtype=np.float32)
+    return logits, capped([i for i, p in enumerate(prompts) if p is not None], max_slices)
+
+
 class SamSegmenter:
     """Batched, cached SAM inference over 2D slices with one prompt set per slice.
 
@@ -325,15 +340,10 @@ class SamSegmenter:
 
     def segment_logits(self, slices: Sequence[np.ndarray], prompts: Sequence[SamPrompt | None]) -> np.ndarray:
         """SAM mask logits ``NxHxW`` float32 for ``N`` same-shaped ``HxW`` slices; -inf where no prompt."""
-        if len(slices) != len(prompts):
-            raise ValueError(f"{len(slices)} slices but {len(prompts)} prompts")
+        logits, prompted = logits_canvas(slices, prompts, self.max_slices)
         if len(slices) == 0:
-            return np.zeros((0, 0, 0), dtype=np.float32)
-        shape = tuple(np.shape(slices[0]))
-        if any(np.shape(s) != shape for s in slices):
-            raise ValueError("all slices must have the same HxW shape")
-        logits = np.full((len(slices), *shape), -np.inf, dtype=np.float32)
-        prompted = capped([i for i, p in enumerate(prompts) if p is not None], self.max_slices)
+            return logits
+        shape = logits.shape[1:]
         chunks = [prompted[s:s + self.batch_size] for s in range(0, len(prompted), self.batch_size)]
         for batch in tqdm(self._batches(slices, chunks), total=len(chunks), desc="SAM", unit="batch",
                           disable=None, leave=False):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from clisc.compute import autocast, check_precision
 from clisc.foundation.sam import SAM_ARCHS
 from clisc.stages.prompts import SamPrompt
-from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, capped, prepare_slice
+from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, logits_canvas, prepare_slice
 
 PROBABILITY_EPS = 1e-6  # MedSAM thresholds probabilities at 0.5; logits are returned as logit(p)
 
@@ -118,13 +118,7 @@ class Sam2Segmenter:
 
     def segment_logits(self, slices: Sequence[np.ndarray], prompts: Sequence[SamPrompt | None]) -> np.ndarray:
         """Mask logits ``NxHxW`` float32 for ``N`` same-shaped ``HxW`` slices; -inf where no prompt."""
-        if len(slices) != len(prompts):
-            raise ValueError(f"{len(slices)} slices but {len(prompts)} prompts")
-        if len(slices) == 0:
-            return np.zeros((0, 0, 0), dtype=np.float32)
-        shape = tuple(np.shape(slices[0]))
-        logits = np.full((len(slices), *shape), -np.inf, dtype=np.float32)
-        prompted = capped([i for i, p in enumerate(prompts) if p is not None], self.max_slices)
+        logits, prompted = logits_canvas(slices, prompts, self.max_slices)
         for start in tqdm(range(0, len(prompted), self.batch_size), desc="SAM 2", unit="batch", disable=None,
                           leave=False):
             chunk = prompted[start:start + self.batch_size]
