@@ -56,8 +56,7 @@ from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
 from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, check_patch, epoch_seed, patch_loader,
-                                 poly_lr_step, predict_volume, result_settings)
-from clisc.stages.unet_recipe import resolve
+                                 poly_lr_step, predict_volume, prediction_settings, result_settings)
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +322,5 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     def run(volume: Volume) -> np.ndarray:
         return segment_volume(network, volume, unet, ctx.device)
 
-    settings = {"split": split, "inference": unet.inference, "overlap": unet.sw_overlap, "precision": unet.precision,
-                "channels_last": unet.channels_last, "postprocess": resolve(unet).postprocess}
+    settings = {"split": split, **prediction_settings(unet)}
     return per_case_stage(ctx, "sim2real", settings, [network_key, ctx.volumes_key], ctx.volumes(split), run)

@@ -29,8 +29,7 @@ from clisc.stages.pseudo_labels import EmbeddingCache, SamSegmenter, segment_vol
 from clisc.stages.sam_variants import make_segmenter
 from clisc.stages.s3f import S3FScores, prepare_prediction, score_predictions, select_targets, similarity
 from clisc.stages.slice_input import brain_of, model_input_volume
-from clisc.stages.unet3d import build_unet, predict_volume, result_settings, train_unet
-from clisc.stages.unet_recipe import resolve
+from clisc.stages.unet3d import build_unet, predict_volume, prediction_settings, result_settings, train_unet
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +179,7 @@ def predictions(ctx: RunContext, network: tuple[str, torch.nn.Module], split: st
     def run(volume: Volume) -> np.ndarray:
         return predict_volume(model, volume.image, us, ctx.device)
 
-    settings = {"split": split, "inference": us.inference, "overlap": us.sw_overlap, "precision": us.precision,
-                "channels_last": us.channels_last, "postprocess": resolve(us).postprocess}
+    settings = {"split": split, **prediction_settings(us)}
     return per_case_stage(ctx, "predictions", settings, [model_key, ctx.volumes_key], ctx.volumes(split), run)
 
 

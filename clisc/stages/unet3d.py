@@ -34,7 +34,7 @@ from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
 from clisc.stages.unet_augment import AUGMENTATIONS, patch_transform
 from clisc.stages.unet_official import ACTIVATIONS, OfficialUNet3D
-from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve
+from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve, test_time_predictor
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class UNetSettings:
     loss: str | None = None  # "ce" (paper) | "dice_ce"
     deep_supervision: int | None = None  # lower-resolution outputs added to the loss (paper 0)
     postprocess: str | None = None  # of predicted masks: "none" (paper) | "largest_component" | "drop_small"
+    test_time: str | None = None  # inference: "none" (paper) | "flips" (softmax averaged over X/Y mirrorings)
 
     def __post_init__(self) -> None:
         resolve(self)  # refuses an unknown recipe or ingredient value
@@ -209,9 +210,18 @@ def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], set
 
 
 def result_settings(settings: UNetSettings) -> UNetSettings:
-    """The settings that make a trained network: without the loader workers and the post-processing
-    of its predictions (the prediction stages key that: ``resolve(settings).postprocess``)."""
-    return dataclasses.replace(settings, loader_workers=None, postprocess="none")
+    """The settings that make a trained network: without the loader workers and how its predictions are
+    made and post-processed (the prediction stages key those: :func:`prediction_settings`)."""
+    return dataclasses.replace(settings, loader_workers=None, postprocess="none", test_time="none")
+
+
+def prediction_settings(settings: UNetSettings) -> dict:
+    """What, beside the trained network and the volumes, makes :func:`predict_volume`'s output: the key
+    settings of every U-Net prediction stage."""
+    recipe = resolve(settings)
+    return {"inference": settings.inference, "overlap": settings.sw_overlap, "precision": settings.precision,
+            "channels_last": settings.channels_last, "postprocess": recipe.postprocess,
+            **({"test_time": recipe.test_time} if recipe.test_time != "none" else {})}
 
 
 def check_patch(settings: UNetSettings, axial_rotation: bool | None = None) -> None:
@@ -358,17 +368,22 @@ def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
     blending (a volume smaller than the window is padded). "resize": the public code's
     ``test_single_volume``: ``scipy.ndimage.zoom`` of the whole image to ``patch_size`` with order 0
     (nearest, as the code does for the image too), one forward pass, and order-0 zoom of the label
-    map back to the image's shape. Then the recipe's ``postprocess`` (:func:`~clisc.stages.unet_recipe.postprocess`).
+    map back to the image's shape. The recipe's ``test_time`` "flips" averages the softmax of the X/Y
+    mirrored inputs in each window (:func:`~clisc.stages.unet_recipe.test_time_predictor`). Then the
+    recipe's ``postprocess`` (:func:`~clisc.stages.unet_recipe.postprocess`).
     """
     device = torch.device(device)
     check_precision(settings.precision, device, "unet.precision")
     was_training = model.training
     model.eval()
     image = np.asarray(image, dtype=np.float32)
+    recipe = resolve(settings)
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
+    def network(batch: torch.Tensor) -> torch.Tensor:
         with autocast(device, settings.precision):
             return model(as_channels_last(batch, settings.channels_last)).float()
+
+    forward = test_time_predictor(network, recipe)
 
     with torch.no_grad():
         if settings.inference == "sliding":
@@ -388,4 +403,4 @@ def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
     model.train(was_training)
     if prediction.shape != image.shape:
         raise RuntimeError(f"prediction {prediction.shape} does not match image {image.shape}")
-    return postprocess(prediction, resolve(settings))
+    return postprocess(prediction, recipe)

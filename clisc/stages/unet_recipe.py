@@ -8,7 +8,8 @@ recipe's value), so one can be switched off for an ablation (``--set unet.loss=c
 - ``nnunet_like`` (a departure, the ``cpu`` profile's): nnU-Net's ingredients (Isensee et al. 2021)
   at CPU scale: a third of the patches centred on a tumour voxel (the others on a non-tumour voxel),
   random rotation/scaling and intensity augmentation (gamma, contrast, brightness, noise, blur) on top
-  of rot90/flips, soft Dice + cross-entropy, and the largest connected component kept at inference.
+  of rot90/flips, soft Dice + cross-entropy, and at inference nnU-Net's mirroring (the softmax averaged
+  over the X/Y flips the training also draws) and the largest connected component.
   Elastic deformation is left out: ``Rand3DElasticd`` on every patch costs more than a training step.
 
 Volumes are ``{"image": 1xXxYxZ float32, "label": 1xXxYxZ uint8}`` dictionaries (MONAI's channel-first
@@ -17,6 +18,7 @@ layout); the transforms are seeded with ``set_random_state`` so a patch depends 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,10 @@ KEYS = ("image", "label")
 AUGMENTATIONS = ("flips", "nnunet")
 LOSSES = ("ce", "dice_ce")
 POSTPROCESSING = ("none", "largest_component", "drop_small")
+TEST_TIME = ("none", "flips")
+# "flips": the spatial dims of a BxCxXxYxZ batch mirrored at inference (no flip, X, Y, X and Y: the flips
+# every recipe trains with; Z is never flipped in training)
+TEST_TIME_FLIPS = ((), (2,), (3,), (2, 3))
 SMALL_SHARE = 0.1  # "drop_small": components below this share of the largest are removed
 
 
@@ -49,12 +55,14 @@ class Recipe:
     loss: str  # "ce" | "dice_ce"
     deep_supervision: int  # extra lower-resolution outputs in the loss (0: none)
     postprocess: str  # "none" | "largest_component" | "drop_small"
+    test_time: str = "none"  # "none" | "flips" (softmax averaged over TEST_TIME_FLIPS)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         for name, value, choices in (("augment", self.augment, AUGMENTATIONS), ("loss", self.loss, LOSSES),
-                                     ("postprocess", self.postprocess, POSTPROCESSING)):
+                                     ("postprocess", self.postprocess, POSTPROCESSING),
+                                     ("test_time", self.test_time, TEST_TIME)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         if self.deep_supervision < 0:
@@ -64,7 +72,7 @@ class Recipe:
 RECIPES = {
     "paper": Recipe(foreground_fraction=0.0, augment="flips", loss="ce", deep_supervision=0, postprocess="none"),
     "nnunet_like": Recipe(foreground_fraction=1 / 3, augment="nnunet", loss="dice_ce", deep_supervision=0,
-                          postprocess="largest_component"),
+                          postprocess="largest_component", test_time="flips"),
 }
 
 
@@ -142,6 +150,25 @@ class SegmentationLoss(nn.Module):
         weights = torch.tensor([0.5 ** i for i in range(output.shape[1])])
         weights = weights / weights.sum()
         return sum(float(w) * self.single(output[:, i], labels) for i, w in enumerate(weights))
+
+
+def test_time_predictor(forward: Callable[[torch.Tensor], torch.Tensor], recipe: Recipe
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward`` (``BxCxXxYxZ`` -> class scores ``BxKxXxYxZ``) as the recipe's inference uses it: itself for
+    "none" (logits), or for "flips" the softmax averaged over the mirrored inputs of ``TEST_TIME_FLIPS``,
+    each output flipped back (nnU-Net's mirroring). Either way the argmax over K is the prediction."""
+    if recipe.test_time == "none":
+        return forward
+
+    def mirrored(batch: torch.Tensor) -> torch.Tensor:
+        total = None
+        for dims in TEST_TIME_FLIPS:
+            scores = forward(batch.flip(dims) if dims else batch).softmax(dim=1)
+            scores = scores.flip(dims) if dims else scores
+            total = scores if total is None else total + scores
+        return total / len(TEST_TIME_FLIPS)
+
+    return mirrored
 
 
 def postprocess(mask: np.ndarray, recipe: Recipe) -> np.ndarray:

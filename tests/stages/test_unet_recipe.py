@@ -42,7 +42,8 @@ def test_paper_recipe_is_the_default_and_each_ingredient_overrides_it():
 
 
 @pytest.mark.parametrize("bad", [{"recipe": "nnunet"}, {"foreground_fraction": 1.5}, {"augment": "elastic"},
-                                 {"loss": "focal"}, {"postprocess": "open"}, {"deep_supervision": -1}])
+                                 {"loss": "focal"}, {"postprocess": "open"}, {"deep_supervision": -1},
+                                 {"test_time": "rot90"}])
 def test_bad_recipe_values_are_refused(bad):
     with pytest.raises(ValueError):
         UNetSettings(**bad)
@@ -159,6 +160,7 @@ def test_recipe_settings_reach_the_training_key_and_postprocess_the_prediction_k
                    {"loss": "dice_ce"}, {"deep_supervision": 1}):
         assert key_settings(**change) != base, change
     assert key_settings(postprocess="largest_component") == base  # the trained network is shared
+    assert key_settings(test_time="flips") == base
     assert result_settings(UNetSettings(postprocess="drop_small")) == result_settings(UNetSettings())
 
     seen = {}
@@ -168,6 +170,43 @@ def test_recipe_settings_reach_the_training_key_and_postprocess_the_prediction_k
                                "volumes": lambda self, split: []})()
         steps_seg.predictions(ctx, ("model-key", None), "test")
         assert seen["postprocess"] == mode
+    keys = []
+    for mode in ("none", "flips"):
+        ctx = type("Ctx", (), {"settings": resolve_settings(overrides={"unet.test_time": mode}), "device": "cpu",
+                               "volumes_key": "v", "volumes": lambda self, split: []})()
+        steps_seg.predictions(ctx, ("model-key", None), "test")
+        keys.append(dict(seen))
+    assert "test_time" not in keys[0] and keys[1]["test_time"] == "flips"  # "none": the keys from before it
+
+
+def _untrained(seed=0):
+    settings = UNetSettings(channels=(4, 8, 16), patch_size=PATCH, activation="leakyrelu")
+    torch.manual_seed(seed)
+    return build_unet(settings).eval(), settings
+
+
+@pytest.mark.parametrize("inference", ["sliding", "resize"])
+def test_test_time_flips_average_the_mirrored_softmax(inference):
+    model, settings = _untrained()
+    image = np.random.default_rng(0).normal(size=PATCH).astype(np.float32)
+    flips = dataclasses.replace(settings, test_time="flips", inference=inference)
+    with torch.no_grad():
+        x = torch.from_numpy(image)[None, None]
+        mean = sum(model(x.flip(d) if d else x).softmax(1).flip(d) if d else model(x).softmax(1)
+                   for d in ((), (2,), (3,), (2, 3))) / 4
+    expected = mean.argmax(1)[0].numpy().astype(np.uint8)
+    np.testing.assert_array_equal(predict_volume(model, image, flips), expected)
+    plain = predict_volume(model, image, dataclasses.replace(settings, inference=inference))
+    assert (plain != expected).any()  # an untrained network is not flip-equivariant: the averaging shows
+
+
+def test_test_time_flips_make_the_prediction_mirror_equivariant():
+    model, settings = _untrained(1)
+    settings = dataclasses.replace(settings, test_time="flips")
+    image = np.random.default_rng(1).normal(size=(20, 18, 16)).astype(np.float32)  # several windows
+    for axis in (0, 1):
+        mirrored = predict_volume(model, np.ascontiguousarray(np.flip(image, axis)), settings)
+        np.testing.assert_array_equal(np.flip(mirrored, axis), predict_volume(model, image, settings))
 
 
 def test_the_cpu_profile_post_processes_and_the_protocols_keep_the_paper_recipe():
