@@ -280,7 +280,7 @@ def sim2real_unet(ctx: RunContext) -> UNetSettings:
 
 def training_key(unet: UNetSettings) -> dict:
     """The U-Net settings that key a trained network: not how it is applied, nor the loader workers."""
-    return {k: v for k, v in dataclasses.asdict(result_settings(unet)).items() if k not in ("inference", "sw_overlap")}
+    return {k: v for k, v in result_settings(unet).items() if k not in ("inference", "sw_overlap")}
 
 
 def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:

@@ -209,10 +209,13 @@ def _fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], set
                         "validation": with_validation})
 
 
-def result_settings(settings: UNetSettings) -> UNetSettings:
-    """The settings that make a trained network: without the loader workers and how its predictions are
-    made and post-processed (the prediction stages key those: :func:`prediction_settings`)."""
-    return dataclasses.replace(settings, loader_workers=None, postprocess="none", test_time="none")
+def result_settings(settings: UNetSettings) -> dict:
+    """The settings that make a trained network, as a dict: all but the loader workers and how its
+    predictions are made and post-processed (the prediction stages key those: :func:`prediction_settings`).
+    ``postprocess`` stays in, as "none", and ``test_time`` is left out, so networks keep the keys they had
+    before ``test_time`` existed."""
+    fields = dataclasses.asdict(dataclasses.replace(settings, loader_workers=None, postprocess="none"))
+    return {k: v for k, v in fields.items() if k != "test_time"}
 
 
 def prediction_settings(settings: UNetSettings) -> dict:
