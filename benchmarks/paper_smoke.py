@@ -9,7 +9,8 @@ the schedule-length overrides of ``experiments/paper_smoke/schedule.yaml`` (prin
 not schedule length is refused) and, because random CLIP weights make zero-shot slice gates arbitrary,
 ``RANDOM_WEIGHT_GATES`` (SaLIP's and MedCLIP-SAM's gates open to every brain slice, printed apart). Then it prints every child run's stage times and fails (exit 1) when
 a command fails, a row has no child run or no finite score for every test case, or a run is not tagged
-``random_weights=true`` (these runs are plumbing checks, never results).
+``random_weights=true`` (``synthetic_data=true`` for a row with no foundation model; these runs are plumbing
+checks, never results).
 
     python benchmarks/paper_smoke.py [--device cuda] [--work runs/paper_smoke] [--methods clisc raw_cam]
 
@@ -85,6 +86,17 @@ def clisc(*args: str, log) -> float:
     return seconds
 
 
+def plumbing_problem(tags: dict) -> str:
+    """Why a smoke child's tags could pass for a result ("" if they cannot): a row on foundation weights
+    must be tagged ``random_weights=true``; a row that loads none (``weights=none``: the FLAIR threshold,
+    the supervised U-Net) must be tagged ``synthetic_data=true``."""
+    if tags.get("weights", "none") == "none":
+        return "" if tags.get("synthetic_data") == "true" else "uses no foundation weights but is not tagged synthetic_data=true"
+    if tags.get("random_weights") != "true":
+        return f"not tagged random_weights=true ({tags.get('weights')})"
+    return ""
+
+
 def check_runs(names: list[str], specs: dict[str, list[str]], uri: str) -> list[str]:
     """Print each child's stage times; the problems found (no run, no score, not tagged random)."""
     from clisc.tracking.readback import load_experiment_results
@@ -101,8 +113,9 @@ def check_runs(names: list[str], specs: dict[str, list[str]], uri: str) -> list[
             dsc = result.per_case["dsc"].tolist()
             if not dsc or not all(math.isfinite(v) for v in dsc) or result.per_case["hd95"].isna().any():
                 problems.append(f"{name}/{method}: scores {dsc}")
-            if result.tags.get("random_weights") != "true":
-                problems.append(f"{name}/{method}: not tagged random_weights=true ({result.tags.get('weights')})")
+            problem = plumbing_problem(result.tags)
+            if problem:
+                problems.append(f"{name}/{method}: {problem}")
             times = ", ".join(f"{k} {v:.0f}" for k, v in sorted(result.stage_times.items(), key=lambda kv: -kv[1]) if v >= 0.5)
             print(f"  {method:<18} DSC {sum(dsc) / max(len(dsc), 1):6.2f}  total {sum(result.stage_times.values()):7.0f} s: {times}")
     return problems

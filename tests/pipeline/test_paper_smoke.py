@@ -142,3 +142,16 @@ def test_official_unet_at_paper_size_resizes_to_128_cubed_and_back() -> None:
     labels = predict_volume(model, image, settings)
     assert seen == [((1, 1, 128, 128, 128), (1, 2, 128, 128, 128))]
     assert labels.shape == image.shape and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
+
+
+@pytest.mark.parametrize("tags,ok", [
+    ({"weights": "clip=random;sam=random", "random_weights": "true", "synthetic_data": "true"}, True),
+    ({"weights": "clip=pretrained", "random_weights": "false", "synthetic_data": "true"}, False),
+    ({"weights": "none", "random_weights": "false", "synthetic_data": "true"}, True),  # FLAIR floor, U-Net
+    ({"weights": "none", "random_weights": "false", "synthetic_data": "false"}, False),
+])
+def test_every_smoke_row_is_tagged_as_plumbing(tags, ok) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from paper_smoke import plumbing_problem
+
+    assert (plumbing_problem(tags) == "") is ok
