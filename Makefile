@@ -122,8 +122,8 @@ table1-cpu: $(STAMP)
 foundations: $(STAMP) $(DATA_DEP)
 	$(CLISC) experiment foundations $(RUN_ARGS)
 	$(CLISC) report --experiments foundations --out reports
-# not part of `make test` (docs/PAPER_SCALE.md: its measured times; SMOKE_THREADS torch threads; runs/paper_smoke/)
-SMOKE_THREADS ?= 1
+# not part of `make test` (docs/PAPER_SCALE.md: its measured times, 12.1 min on 2 cores; SMOKE_THREADS torch threads; runs/paper_smoke/)
+SMOKE_THREADS ?= 2
 paper-smoke: $(STAMP)
 	OMP_NUM_THREADS=$(SMOKE_THREADS) $(PY) benchmarks/paper_smoke.py --device $(DEVICE) --fresh $(SMOKE_ARGS)
 
