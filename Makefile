@@ -107,14 +107,17 @@ dashboard: $(OPS)
 report: $(STAMP)
 	$(CLISC) report --out reports
 
-# the CPU study (experiments/cpu_study.yaml: its profile, folds and oracle labels); DATA defaults to the sample
+# the CPU study (experiments/cpu_study.yaml: its profile, folds and oracle labels); DATA defaults to the sample;
+# its runs (method x fold) go to STUDY_WORKERS one-thread worker processes (--launcher local)
+STUDY_WORKERS ?= 2
+STUDY_LAUNCH  := --launcher local --workers $(STUDY_WORKERS)
 cpu-study: $(STAMP)
-	OMP_NUM_THREADS=1 $(CLISC) experiment cpu_study --data $(STUDY_DATA) --weights random --device $(DEVICE)
+	OMP_NUM_THREADS=1 $(CLISC) experiment cpu_study --data $(STUDY_DATA) --weights random --device $(DEVICE) $(STUDY_LAUNCH)
 	$(CLISC) report --experiments cpu_study --out reports/cpu_study
 
 # Table 1's rows that need no downloaded weights (experiments/table1_cpu.yaml); DATA defaults to the sample
 table1-cpu: $(STAMP)
-	OMP_NUM_THREADS=1 $(CLISC) experiment table1_cpu --data $(STUDY_DATA) --weights random --device $(DEVICE)
+	OMP_NUM_THREADS=1 $(CLISC) experiment table1_cpu --data $(STUDY_DATA) --weights random --device $(DEVICE) $(STUDY_LAUNCH)
 	$(CLISC) report --experiments table1_cpu --out reports/table1_cpu
 
 # CLISC and SAM (5 points + box) for each SAM-stage model, CLISC for each CLIP (experiments/foundations.yaml);

@@ -212,6 +212,7 @@ def test_test_time_flips_make_the_prediction_mirror_equivariant():
 def test_the_cpu_profile_post_processes_and_the_protocols_keep_the_paper_recipe():
     cpu = resolve(resolve_settings(profile="cpu").unet)
     assert cpu == dataclasses.replace(RECIPES["paper"], postprocess="largest_component")  # measured on fold 1
+    assert tuple(resolve_settings(profile="cpu").unet.patch_size) == (64, 64, 64)  # the context large tumours need
     for protocol in ("paper", "official"):
         assert resolve(resolve_settings(protocol, "paper").unet) == RECIPES["paper"]
     assert resolve(resolve_settings(overrides={"unet.recipe": "nnunet_like"}).unet) == LIKE  # the opt-in
