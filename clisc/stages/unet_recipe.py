@@ -5,7 +5,7 @@ recipe's value), so one can be switched off for an ablation (``--set unet.loss=c
 
 - ``paper`` (default): what the paper / public code does: uniformly random patches, axial rot90 and
   flips, cross-entropy, no post-processing, no deep supervision.
-- ``nnunet_like`` (a departure, the ``cpu`` profile's): nnU-Net's ingredients (Isensee et al. 2021)
+- ``nnunet_like`` (a departure, opt-in; no profile uses it): nnU-Net's ingredients (Isensee et al. 2021)
   at CPU scale: a third of the patches centred on a tumour voxel (the others on a non-tumour voxel),
   random rotation/scaling and intensity augmentation (gamma, contrast, brightness, noise, blur) on top
   of rot90/flips, soft Dice + cross-entropy, and at inference nnU-Net's mirroring (the softmax averaged
