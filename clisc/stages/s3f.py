@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from clisc.data.lazy import LazyMapping
 from clisc.evaluation.metrics import dice
-from clisc.stages.unet3d import keep_largest_component
+from clisc.stages.unet_recipe import keep_largest_component
 
 log = logging.getLogger(__name__)
 

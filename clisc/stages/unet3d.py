@@ -114,19 +114,6 @@ def build_unet(settings: UNetSettings, out_channels: int = NUM_CLASSES, deep_sup
     raise ValueError(f"unknown network {settings.network!r}; expected 'monai' or 'official'")
 
 
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """Largest 26-connected component of an ``XxYxZ`` mask, same dtype; empty stays empty.
-
-    Of several equally large components the one met first in C order is kept.
-    """
-    foreground = np.asarray(mask) > 0
-    components, count = ndi.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
-    if count <= 1:
-        return foreground.astype(mask.dtype)
-    sizes = np.bincount(components.ravel())[1:]
-    return (components == int(np.argmax(sizes)) + 1).astype(mask.dtype)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 32-bit seed for one epoch (or one item of an epoch: ``epoch_seed(epoch seed, item)``), so its
     draws do not depend on the epochs (items) before it."""

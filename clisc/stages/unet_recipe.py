@@ -171,20 +171,31 @@ def test_time_predictor(forward: Callable[[torch.Tensor], torch.Tensor], recipe:
     return mirrored
 
 
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component of an ``XxYxZ`` mask, same dtype; empty stays empty.
+
+    Of several equally large components the one met first in C order is kept.
+    """
+    foreground = np.asarray(mask) > 0
+    components, count = ndi.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return foreground.astype(mask.dtype)
+    sizes = np.bincount(components.ravel())[1:]
+    return (components == int(np.argmax(sizes)) + 1).astype(mask.dtype)
+
+
 def postprocess(mask: np.ndarray, recipe: Recipe) -> np.ndarray:
     """``XxYxZ`` mask after the recipe's post-processing, same dtype: "none", "largest_component" (the
     largest 26-connected component) or "drop_small" (components below ``SMALL_SHARE`` of the largest
     removed). An empty mask stays empty."""
     if recipe.postprocess == "none":
         return mask
+    if recipe.postprocess == "largest_component":
+        return keep_largest_component(mask)
     foreground = np.asarray(mask) > 0
     components, count = ndi.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
     if count <= 1:
         return foreground.astype(mask.dtype)
     sizes = np.bincount(components.ravel())[1:]
-    if recipe.postprocess == "largest_component":
-        keep = np.zeros(count + 1, dtype=bool)
-        keep[int(np.argmax(sizes)) + 1] = True
-    else:
-        keep = np.concatenate([[False], sizes >= SMALL_SHARE * sizes.max()])
+    keep = np.concatenate([[False], sizes >= SMALL_SHARE * sizes.max()])
     return keep[components].astype(mask.dtype)

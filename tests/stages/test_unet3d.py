@@ -10,10 +10,9 @@ from torch import nn
 
 from clisc.errors import CliscError, DataError
 from clisc.stages import unet3d
-from clisc.stages.unet3d import (CHECKPOINT_NAME, UNetSettings, build_unet, keep_largest_component,
-                                 predict_volume, train_unet)
+from clisc.stages.unet3d import CHECKPOINT_NAME, UNetSettings, build_unet, predict_volume, train_unet
 from clisc.stages.unet_official import OfficialUNet3D
-from clisc.stages.unet_recipe import training_transform
+from clisc.stages.unet_recipe import keep_largest_component, training_transform
 
 TINY = UNetSettings(channels=(4, 8, 16), patch_size=(16, 16, 16), batch_size=2, epochs=2, lr=0.05)
 
