@@ -112,6 +112,7 @@ class ImplicitFieldSettings:
 
 
 HOST_SLICES = ("healthy", "healthy_strict", "all")
+SIM2REAL_OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ class Sim2RealSettings:
     epochs: int = 400
     iterations_per_epoch: int | None = None  # None: one pass over the training volumes per epoch
     tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
+    # sgd: the ``unet`` settings' SGD (lr, momentum, weight decay); adam: the code's Adam at ``unet.lr``
+    # (1e-2 there and here); both with the ``unet`` poly decay (the code: ReduceLROnPlateau)
+    optimizer: str = "sgd"
     layer_decomposition: bool = True  # also predict the normal and tumour layers (L1 losses), as the code
     host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | all
     # sliding window on the preprocessed grid | resize (the brain to the patch size and back, as the
@@ -158,6 +162,8 @@ class Sim2RealSettings:
             raise ValueError("sim2real.blend must lie in [0, 1] and tumour_voxels be positive")
         if not 0 <= self.tumour_crop <= 1:
             raise ValueError(f"sim2real.tumour_crop must be in [0, 1], got {self.tumour_crop}")
+        if self.optimizer not in SIM2REAL_OPTIMIZERS:
+            raise ValueError(f"sim2real.optimizer must be one of {SIM2REAL_OPTIMIZERS}, got {self.optimizer!r}")
 
 
 SLICE_GATES = ("clip", "all", "ground_truth")

@@ -18,8 +18,9 @@ Where it departs from the paper and the code (``docs/DEPARTURES.md``, baselines)
   ``host_slices=healthy_strict`` drops those slices altogether, synthetic tumour included (the
   default's kept tumour voxels without their background raise the tumour's share of the loss);
   ``host_slices=all`` pastes into the volumes as they are.
-* **training**: the ``unet`` settings' network, patch size, batch and SGD poly schedule (CLISC's
-  U-Net, so the rows differ by their training data), for ``baselines.sim2real.epochs`` epochs (the
+* **training**: the ``unet`` settings' network, patch size, batch and poly schedule (CLISC's
+  U-Net, so the rows differ by their training data) with ``baselines.sim2real.optimizer`` (``sgd``:
+  the ``unet`` settings'; ``adam``: the code's Adam), for ``baselines.sim2real.epochs`` epochs (the
   code: Adam 1e-2 with ReduceLROnPlateau, 500 epochs with early stopping on the training loss, its
   own U-Net). Patches of ``unet.patch_size`` with random axial rot90 / flips, a share
   ``tumour_crop`` centred on the synthetic tumour (the code resizes the whole brain to 128^3, so its
@@ -190,14 +191,22 @@ def build_network(settings: Sim2RealSettings, unet: UNetSettings) -> nn.Module:
     return build_unet(unet, NUM_CLASSES + (LAYERS if settings.layer_decomposition else 0), deep_supervision=False)
 
 
+def build_optimizer(model: nn.Module, settings: Sim2RealSettings, unet: UNetSettings) -> torch.optim.Optimizer:
+    """``settings.optimizer``: the ``unet`` settings' SGD, or the code's Adam (at ``unet.lr``, with its
+    weight decay); the poly schedule then sets the learning rate of every step."""
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=unet.lr, weight_decay=unet.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=unet.lr, momentum=unet.momentum, weight_decay=unet.weight_decay)
+
+
 def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | None], settings: Sim2RealSettings,
                    unet: UNetSettings, seed: int, device: str | torch.device = "cpu", progress: bool = True,
                    checkpoint_dir: Path | None = None, run_id: str = "",
                    on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> nn.Module:
     """Train the network on synthetic tumours in ``volumes``; returns it in eval mode.
 
-    ``steps = settings.iterations_per_epoch`` (or one pass over the volumes) SGD steps per epoch with
-    ``unet``'s lr, momentum, weight decay and poly decay. Deterministic given ``seed`` on a CPU. With
+    ``steps = settings.iterations_per_epoch`` (or one pass over the volumes) optimiser steps per epoch
+    (:func:`build_optimizer`) with ``unet``'s lr and poly decay. Deterministic given ``seed`` on a CPU. With
     ``checkpoint_dir`` model, optimiser and epoch are written atomically after every epoch (tagged
     ``run_id``) and training resumes from them; ``on_epoch(epoch, {"loss": ..., parts})`` is called
     before that save.
@@ -210,8 +219,7 @@ def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | N
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = channels_last(build_network(settings, unet).to(device), unet.channels_last, dims=3)
-        optimizer = torch.optim.SGD(model.parameters(), lr=unet.lr, momentum=unet.momentum,
-                                    weight_decay=unet.weight_decay)
+        optimizer = build_optimizer(model, settings, unet)
         scaler = grad_scaler(device, unet.precision)
         first_epoch = 0
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from baselines.settings import Sim2RealSettings
-from baselines.sim2real import (SyntheticTumourPatches, TumourLogits, build_network, loss_weight, sim2real_loss,
-                                train_sim2real)
+from baselines.sim2real import (SyntheticTumourPatches, TumourLogits, build_network, build_optimizer, loss_weight,
+                                sim2real_loss, train_sim2real)
 from clisc.data.preprocessing import Volume
 from clisc.errors import DataError
 from clisc.pipeline.run import run_method
@@ -93,11 +93,20 @@ def test_network_outputs_classes_and_layers(decomposition: bool, channels: int) 
     assert network(x).shape[1] == channels and TumourLogits(network)(x).shape[1] == 2
 
 
-def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
-    settings = Sim2RealSettings(epochs=2, iterations_per_epoch=1)
+@pytest.mark.parametrize("name,kind", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_optimizer_is_the_named_one_at_the_unet_rate(name: str, kind: type) -> None:
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), Sim2RealSettings(optimizer=name), UNET)
+    assert type(optimizer) is kind and optimizer.param_groups[0]["lr"] == UNET.lr
+    with pytest.raises(ValueError, match="sim2real.optimizer"):
+        Sim2RealSettings(optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path, optimizer: str) -> None:
+    settings = Sim2RealSettings(epochs=2, iterations_per_epoch=1, optimizer=optimizer)
     volumes, healthy = [_volume("a")], [None]
     straight = train_sim2real(volumes, healthy, settings, UNET, seed=0, progress=False)
-    first = Sim2RealSettings(epochs=1, iterations_per_epoch=1)
+    first = Sim2RealSettings(epochs=1, iterations_per_epoch=1, optimizer=optimizer)
     rows: list[tuple[int, dict]] = []
     # the checkpoint of a 1-epoch run is not resumed by a 2-epoch run of another id ...
     train_sim2real(volumes, healthy, first, UNET, seed=0, progress=False, checkpoint_dir=tmp_path, run_id="short")
