@@ -19,6 +19,6 @@ def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Pat
     settings = resolve_settings(profile="tiny", overrides={"baselines.sim2real.host_slices": "all"})
     ctx = RunContext(synthetic_dataset, settings, cache_root=tmp_path, progress=False, echo=lambda _: None)
     rows = module.synthetic_dice(ctx, pastes=2)
-    assert [(case, paste) for case, paste, _ in rows] == [(c, p) for c in ctx.split["test"] for p in (0, 1)]
-    assert all(0.0 <= dice <= 1.0 for _, _, dice in rows)
+    assert [(case, paste) for case, paste, *_ in rows] == [(c, p) for c in ctx.split["test"] for p in (0, 1)]
+    assert all(0.0 <= dice <= 1.0 and predicted >= 0 and truth > 0 for _, _, dice, predicted, truth in rows)
     assert rows == module.synthetic_dice(ctx, pastes=2)  # seeded pastes, cached network
