@@ -44,9 +44,9 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234) -> list[tuple
             host = dataclasses.replace(volume, image=sim.image)
             prediction = segment_volume(network, host, unet, ctx.device) & ~real
             truth = sim.mask & ~real
-            denominator = prediction.sum() + truth.sum()
-            dice = 2.0 * (prediction & truth).sum() / denominator if denominator else 1.0
-            rows.append((volume.case_id, paste, float(dice), int(prediction.sum()), int(truth.sum())))
+            predicted, pasted = int(prediction.sum()), int(truth.sum())
+            dice = 2.0 * (prediction & truth).sum() / (predicted + pasted) if predicted + pasted else 1.0
+            rows.append((volume.case_id, paste, float(dice), predicted, pasted))
     return rows
 
 
