@@ -286,9 +286,16 @@ def sim2real_unet(ctx: RunContext) -> UNetSettings:
                                augmentation=UNetSettings.augmentation)
 
 
+# recipe ingredients of the supervised U-Net's training that Sim2Real's does not read: it crops, augments
+# (:func:`_patch`) and weighs its loss (:func:`sim2real_loss`) itself, with no deep supervision
+UNREAD_RECIPE = {"foreground_fraction": None, "augment": None, "loss": None, "deep_supervision": None}
+
+
 def training_key(unet: UNetSettings) -> dict:
-    """The U-Net settings that key a trained network: not how it is applied, nor the loader workers."""
-    return {k: v for k, v in result_settings(unet).items() if k not in ("inference", "sw_overlap")}
+    """The U-Net settings that key a trained network: not how it is applied, nor the loader workers, nor
+    the recipe ingredients Sim2Real's training does not read (:data:`UNREAD_RECIPE`, keyed as unset)."""
+    read = dataclasses.replace(unet, **UNREAD_RECIPE)
+    return {k: v for k, v in result_settings(read).items() if k not in ("inference", "sw_overlap")}
 
 
 def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:

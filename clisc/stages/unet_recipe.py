@@ -8,7 +8,7 @@ recipe's value), so one can be switched off for an ablation (``--set unet.loss=c
 - ``nnunet_like`` (a departure, opt-in; no profile uses it): nnU-Net's ingredients (Isensee et al. 2021)
   at CPU scale: a third of the patches centred on a tumour voxel (the others on a non-tumour voxel),
   random rotation/scaling and intensity augmentation (gamma, contrast, brightness, noise, blur) on top
-  of rot90/flips, soft Dice + cross-entropy, and at inference nnU-Net's mirroring (the softmax averaged
+  of rot90/flips (``augment=intensity``: the intensity part alone), soft Dice + cross-entropy, and at inference nnU-Net's mirroring (the softmax averaged
   over the X/Y flips the training also draws) and the largest connected component.
   Elastic deformation is left out: ``Rand3DElasticd`` on every patch costs more than a training step.
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from clisc.stages.unet3d import UNetSettings
 
 KEYS = ("image", "label")
-AUGMENTATIONS = ("flips", "nnunet")
+AUGMENTATIONS = ("flips", "intensity", "nnunet")
 LOSSES = ("ce", "dice_ce")
 POSTPROCESSING = ("none", "largest_component", "drop_small")
 TEST_TIME = ("none", "flips")
@@ -51,7 +51,7 @@ class Recipe:
     """The resolved ingredients of a training recipe (see the module docstring)."""
 
     foreground_fraction: float  # share of training patches centred on a label voxel (0: random crops)
-    augment: str  # "flips" (rot90 + flips) | "nnunet" (+ rotation/scaling + intensity)
+    augment: str  # "flips" (rot90 + flips) | "intensity" (+ noise/blur/brightness/contrast/gamma) | "nnunet" (+ rotation/scaling too)
     loss: str  # "ce" | "dice_ce"
     deep_supervision: int  # extra lower-resolution outputs in the loss (0: none)
     postprocess: str  # "none" | "largest_component" | "drop_small"
@@ -96,7 +96,8 @@ def training_transform(patch_size: tuple[int, int, int], recipe: Recipe = RECIPE
     scaling) with rotation up to 30 degrees about each axis and scaling 0.7-1.3 per axis (bilinear image,
     nearest label, zeros outside), Gaussian noise (std up to 0.1, p 0.1),
     Gaussian blur (sigma 0.5-1, p 0.2), brightness x 0.75-1.25 (p 0.15), contrast about the mean x 0.75-1.25
-    (p 0.15) and gamma 0.7-1.5 on the patch rescaled to [0, 1] (p 0.3).
+    (p 0.15) and gamma 0.7-1.5 on the patch rescaled to [0, 1] (p 0.3). "intensity" is "nnunet" without
+    the affine: the same intensity transforms after rot90/flips, every patch on the voxel grid.
     """
     steps: list = [SpatialPadd(KEYS, spatial_size=patch_size, mode="constant")]
     if recipe.foreground_fraction > 0:
@@ -111,7 +112,7 @@ def training_transform(patch_size: tuple[int, int, int], recipe: Recipe = RECIPE
     steps += [RandRotate90d(KEYS, prob=0.75, max_k=3, spatial_axes=(0, 1)),
               RandFlipd(KEYS, prob=0.5, spatial_axis=0),
               RandFlipd(KEYS, prob=0.5, spatial_axis=1)]
-    if recipe.augment == "nnunet":
+    if recipe.augment in ("intensity", "nnunet"):
         steps += [RandGaussianNoised("image", prob=0.1, std=0.1),
                   RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
                   RandScaleIntensityd("image", prob=0.15, factors=0.25),

@@ -9,7 +9,7 @@ import torch
 
 from baselines.settings import Sim2RealSettings
 from baselines.sim2real import (SyntheticTumourPatches, TumourLogits, build_network, build_optimizer, loss_weight,
-                                sim2real_loss, train_sim2real)
+                                sim2real_loss, train_sim2real, training_key)
 from clisc.data.preprocessing import Volume
 from clisc.errors import DataError
 from clisc.pipeline.run import run_method
@@ -132,3 +132,13 @@ def test_runs_end_to_end_label_free_and_with_ground_truth_hosts(synthetic_datase
     gt = run_method("sim2real", synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache", progress=False,
                     echo=lambda _: None, overrides={"baselines.healthy_source": "ground_truth"})
     assert gt.tags["label_free"] == "false" and gt.tags["gt_switches"] == "baselines.healthy_source=ground_truth"
+
+
+@pytest.mark.parametrize("unread", [{"augment": "intensity"}, {"foreground_fraction": 0.5}, {"loss": "dice_ce"},
+                                    {"deep_supervision": 2}])
+def test_network_key_ignores_the_supervised_recipe_it_does_not_train_with(unread: dict) -> None:
+    """Sim2Real crops, augments and weighs its loss itself: the supervised U-Net's recipe ingredients do
+    not retrain it; what it does read (the rate, the patch) does."""
+    assert training_key(UNetSettings(**unread)) == training_key(UNetSettings())
+    assert training_key(UNetSettings(lr=0.02)) != training_key(UNetSettings())
+    assert training_key(UNetSettings(patch_size=(64, 64, 64))) != training_key(UNetSettings())

@@ -5,20 +5,53 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
+from scipy import ndimage
+
+from baselines.tumour_simulator import simulate_tumour
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import resolve_settings
+from clisc.stages.slice_input import brain_of
 
 PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "sim2real_synthetic.py"
 
 
-def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Path) -> None:
+def _load():
     spec = importlib.util.spec_from_file_location("sim2real_synthetic", PATH)
     module = importlib.util.module_from_spec(spec)
     sys.modules["sim2real_synthetic"] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Path) -> None:
+    module = _load()
     settings = resolve_settings(profile="tiny", overrides={"baselines.sim2real.host_slices": "all"})
     ctx = RunContext(synthetic_dataset, settings, cache_root=tmp_path, progress=False, echo=lambda _: None)
     rows = module.synthetic_dice(ctx, pastes=2)
     assert [(case, paste) for case, paste, *_ in rows] == [(c, p) for c in ctx.split["test"] for p in (0, 1)]
-    assert all(0.0 <= dice <= 1.0 and predicted >= 0 and truth > 0 for _, _, dice, predicted, truth in rows)
+    assert all(0.0 <= dice <= 1.0 and predicted >= 0 and truth > 0 for _, _, dice, predicted, truth, *_ in rows)
+    sim2real = settings.baselines.sim2real
+    assert all(sim2real.blend[0] <= blend <= sim2real.blend[1] and sim2real.intensity[0] <= factor <= sim2real.intensity[1]
+               for *_, blend, factor in rows)
     assert rows == module.synthetic_dice(ctx, pastes=2)  # seeded pastes, cached network
+
+
+def test_clear_pastes_keep_their_distance_from_the_real_tumour(synthetic_dataset: Path, tmp_path: Path) -> None:
+    module = sys.modules.get("sim2real_synthetic") or _load()
+    settings = resolve_settings(profile="tiny")
+    ctx = RunContext(synthetic_dataset, settings, cache_root=tmp_path, progress=False, echo=lambda _: None)
+    volume = ctx.volumes("test")[0]
+    real = volume.label > 0
+    assert real.any()
+    distance = ndimage.distance_transform_edt(~real, sampling=volume.spacing)
+    placed = [module.clear_paste(volume, real, 4.0, settings.baselines.sim2real, np.random.default_rng(seed))
+              for seed in range(5)]
+    assert any(sim is not None for sim in placed)
+    assert all(distance[sim.mask].min() >= 4.0 for sim in placed if sim is not None)
+    anywhere = module.clear_paste(volume, real, 0.0, settings.baselines.sim2real, np.random.default_rng(0))
+    first = simulate_tumour(volume.image, brain_of(volume), volume.spacing, settings.baselines.sim2real,
+                            np.random.default_rng(0))
+    np.testing.assert_array_equal(anywhere.mask, first.mask)  # clearance 0: the simulator's first draw
+    assert module.clear_paste(volume, np.ones_like(real), 1.0, settings.baselines.sim2real,
+                              np.random.default_rng(0), tries=3) is None  # no healthy brain left: no paste

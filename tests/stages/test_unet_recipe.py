@@ -94,7 +94,19 @@ def test_label_follows_the_image_under_the_affine_exactly_when_both_are_nearest(
     assert not np.array_equal(np.asarray(out["label"]), label[None])
 
 
-@pytest.mark.parametrize("recipe", [RECIPES["paper"], LIKE])
+def test_intensity_augmentation_changes_values_never_geometry():
+    """``augment=intensity``: the patch's voxels are where the flips-only recipe puts them (same seed,
+    same crop and rot90/flips: the label identical), while the image values differ on some patches."""
+    image, label = volume_with_blob((30, 28, 26), centre=(15, 14, 13), radius=5)
+    flips = patches(RECIPES["paper"], 30, 3, image, label)
+    intensity = patches(dataclasses.replace(RECIPES["paper"], augment="intensity"), 30, 3, image, label)
+    for a, b in zip(flips, intensity):
+        np.testing.assert_array_equal(np.asarray(a["label"]), np.asarray(b["label"]))
+    changed = [not np.allclose(np.asarray(a["image"]), np.asarray(b["image"])) for a, b in zip(flips, intensity)]
+    assert 0 < sum(changed) < len(changed)  # each transform has p < 1
+
+
+@pytest.mark.parametrize("recipe", [RECIPES["paper"], LIKE, dataclasses.replace(RECIPES["paper"], augment="intensity")])
 def test_patches_are_seeded(recipe):
     first, again, other = patches(recipe, 4, 7), patches(recipe, 4, 7), patches(recipe, 4, 8)
     for a, b in zip(first, again):
