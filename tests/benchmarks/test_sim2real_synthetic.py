@@ -26,14 +26,16 @@ def _load():
 
 def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Path) -> None:
     module = _load()
-    settings = resolve_settings(profile="tiny", overrides={"baselines.sim2real.host_slices": "all"})
+    settings = resolve_settings(profile="tiny", overrides={"baselines.sim2real.host_slices": "all",
+                                                          "unet.postprocess": "largest_component"})
     ctx = RunContext(synthetic_dataset, settings, cache_root=tmp_path, progress=False, echo=lambda _: None)
     rows = module.synthetic_dice(ctx, pastes=2)
-    assert [(case, paste) for case, paste, *_ in rows] == [(c, p) for c in ctx.split["test"] for p in (0, 1)]
-    assert all(0.0 <= dice <= 1.0 and predicted >= 0 and truth > 0 for _, _, dice, predicted, truth, *_ in rows)
+    assert [(r.case_id, r.paste) for r in rows] == [(c, p) for c in ctx.split["test"] for p in (0, 1)]
+    assert all(0.0 <= r.dice <= 1.0 and 0.0 <= r.dice_raw <= 1.0 and r.pasted > 0 for r in rows)
+    assert all(0 <= r.predicted <= r.predicted_raw for r in rows)  # post-processing only removes voxels
     sim2real = settings.baselines.sim2real
-    assert all(sim2real.blend[0] <= blend <= sim2real.blend[1] and sim2real.intensity[0] <= factor <= sim2real.intensity[1]
-               for *_, blend, factor in rows)
+    assert all(sim2real.blend[0] <= r.blend <= sim2real.blend[1]
+               and sim2real.intensity[0] <= r.intensity <= sim2real.intensity[1] for r in rows)
     assert rows == module.synthetic_dice(ctx, pastes=2)  # seeded pastes, cached network
 
 
