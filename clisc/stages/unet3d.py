@@ -68,7 +68,7 @@ class UNetSettings:
     # not None, replaces the recipe's value
     recipe: str = "paper"
     foreground_fraction: float | None = None  # share of patches centred on a label voxel (paper 0: random)
-    augment: str | None = None  # "flips" (paper: rot90 + flips) | "nnunet" (+ affine + intensity)
+    augment: str | None = None  # "flips" (paper: rot90 + flips) | "intensity" (+ intensity) | "nnunet" (+ affine too)
     loss: str | None = None  # "ce" (paper) | "dice_ce"
     deep_supervision: int | None = None  # lower-resolution outputs added to the loss (paper 0)
     postprocess: str | None = None  # of predicted masks: "none" (paper) | "largest_component" | "drop_small"
