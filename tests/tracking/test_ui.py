@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,6 +24,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def call(base: str, path: str, body: dict | None = None, query: str = "") -> dict:
@@ -47,7 +61,6 @@ def test_ui_command_argv() -> None:
 
 def test_mlflow_app_entry_point_is_declared_and_importable() -> None:
     import tomllib
-    from pathlib import Path
 
     from clisc.tracking import mlflow_app
 
@@ -189,7 +202,6 @@ def test_clisc_ui_stops_on_ctrl_c_without_traceback(tracking_uri: str, tmp_path)
     shell without job control starts background commands (``make test &``) with SIGINT ignored, which
     they pass on, and `clisc ui` then rightly ignores Ctrl-C as `nohup` asks."""
     import sys
-    from pathlib import Path
 
     port = free_port()
     root = str(Path(__file__).resolve().parents[2])
@@ -213,7 +225,12 @@ def test_clisc_ui_stops_on_ctrl_c_without_traceback(tracking_uri: str, tmp_path)
         os.killpg(cli.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         out, err = cli.communicate(timeout=60)
     finally:
-        if cli.poll() is None:
+        if cli.poll() is None:  # failed: the server leads its own session, so stop it too, not only the CLI
+            for child in _children(cli.pid):
+                try:
+                    os.killpg(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             os.killpg(cli.pid, signal.SIGKILL)
     assert cli.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err and b"Traceback" not in out, err.decode()[-2000:]
