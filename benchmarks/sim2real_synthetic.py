@@ -36,6 +36,7 @@ from baselines.sim2real import segment_volume, sim2real_unet, trained_network
 from baselines.settings import Sim2RealSettings
 from baselines.tumour_simulator import SimulatedTumour, simulate_tumour
 from clisc.data.preprocessing import Volume
+from clisc.evaluation.metrics import dice
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.settings import parse_override, resolve_settings
 from clisc.stages.slice_input import brain_of
@@ -47,9 +48,11 @@ def clear_paste(volume: Volume, real: np.ndarray, clearance_mm: float, settings:
     """A synthetic tumour in ``volume`` at least ``clearance_mm`` from its real tumour ``real`` (``XxYxZ``
     bool): the simulator's draws repeated until one lands there (the training pastes into healthy
     brain); None after ``tries`` misses. ``clearance_mm`` 0 keeps the first draw, wherever it lands."""
-    distance = ndimage.distance_transform_edt(~real, sampling=volume.spacing) if real.any() and clearance_mm > 0 else None
+    far = real.any() and clearance_mm > 0
+    distance = ndimage.distance_transform_edt(~real, sampling=volume.spacing) if far else None
+    brain = brain_of(volume)
     for _ in range(tries):
-        sim = simulate_tumour(volume.image, brain_of(volume), volume.spacing, settings, rng)
+        sim = simulate_tumour(volume.image, brain, volume.spacing, settings, rng)
         if distance is None or (sim.mask.any() and distance[sim.mask].min() >= clearance_mm):
             return sim
     return None
@@ -71,11 +74,6 @@ class PasteScore(NamedTuple):
     intensity: float
 
 
-def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    total = int(prediction.sum() + truth.sum())
-    return 2.0 * float((prediction & truth).sum()) / total if total else 1.0
-
-
 def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0) -> list[PasteScore]:
     """A :class:`PasteScore` for each of ``pastes`` synthetic tumours in each test volume of ``ctx``, each
     ``clearance_mm`` from the real tumour; a paste that finds no such place is left out. Both scores are
@@ -95,7 +93,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
             raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device)
             processed = postprocess(raw, recipe) & ~real
             truth, raw = sim.mask & ~real, raw & ~real
-            rows.append(PasteScore(volume.case_id, paste, _dice(processed, truth), _dice(raw, truth),
+            rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
                                    int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity))
     return rows
 

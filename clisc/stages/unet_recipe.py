@@ -8,8 +8,9 @@ recipe's value), so one can be switched off for an ablation (``--set unet.loss=c
 - ``nnunet_like`` (a departure, opt-in; no profile uses it): nnU-Net's ingredients (Isensee et al. 2021)
   at CPU scale: a third of the patches centred on a tumour voxel (the others on a non-tumour voxel),
   random rotation/scaling and intensity augmentation (gamma, contrast, brightness, noise, blur) on top
-  of rot90/flips (``augment=intensity``: the intensity part alone), soft Dice + cross-entropy, and at inference nnU-Net's mirroring (the softmax averaged
-  over the X/Y flips the training also draws) and the largest connected component.
+  of rot90/flips (``augment=intensity``: the intensity part alone), soft Dice + cross-entropy, and at
+  inference nnU-Net's mirroring (the softmax averaged over the X/Y flips the training also draws) and
+  the largest connected component.
   Elastic deformation is left out: ``Rand3DElasticd`` on every patch costs more than a training step.
 
 Volumes are ``{"image": 1xXxYxZ float32, "label": 1xXxYxZ uint8}`` dictionaries (MONAI's channel-first
@@ -51,7 +52,8 @@ class Recipe:
     """The resolved ingredients of a training recipe (see the module docstring)."""
 
     foreground_fraction: float  # share of training patches centred on a label voxel (0: random crops)
-    augment: str  # "flips" (rot90 + flips) | "intensity" (+ noise/blur/brightness/contrast/gamma) | "nnunet" (+ rotation/scaling too)
+    # "flips" (rot90 + flips) | "intensity" (+ noise/blur/brightness/contrast/gamma) | "nnunet" (+ rotation/scaling)
+    augment: str
     loss: str  # "ce" | "dice_ce"
     deep_supervision: int  # extra lower-resolution outputs in the loss (0: none)
     postprocess: str  # "none" | "largest_component" | "drop_small"
