@@ -40,6 +40,7 @@ for _method in (
     Method("gradcamcons", "baselines.amcons:segment_gradcamcons", "GradCAMCons", gt_switches=(HEALTHY,),
            protocol_scope=OWN),
     Method("3d_if", "baselines.implicit_field:segment", "3D IF", gt_switches=(HEALTHY,), protocol_scope=OWN),
-    Method("sim2real", "baselines.sim2real:segment", "Sim2Real", gt_switches=(HEALTHY,), protocol_scope=OWN),
+    Method("sim2real", "baselines.sim2real:segment", "Sim2Real", gt_switches=(HEALTHY, "baselines.sim2real.host_slices"),
+           protocol_scope=OWN),
 ):
     register_method(_method)

@@ -111,7 +111,7 @@ class ImplicitFieldSettings:
             raise ValueError(f"implicit_field.n_classes must be >= 2 (background + brain), got {self.n_classes}")
 
 
-HOST_SLICES = ("healthy", "healthy_strict", "all")
+HOST_SLICES = ("healthy", "healthy_strict", "ground_truth", "all")
 SIM2REAL_OPTIMIZERS = ("sgd", "adam")
 
 
@@ -125,8 +125,10 @@ class Sim2RealSettings:
     slices ``baselines.healthy_source`` calls tumour-free (the paper pastes into healthy brains);
     ``healthy_strict`` counts those slices only, the synthetic tumour on the others left out too
     (``healthy`` keeps every tumour voxel but drops the background of the other slices, which raises
-    the tumour's share of the loss); ``all`` pastes into the volumes as they are (their real tumours
-    are taught as background).
+    the tumour's share of the loss); ``ground_truth`` counts every voxel except the segmentation's
+    tumour grown by ``host_margin_mm`` (a ground-truth use: all of the host's normal tissue, the
+    tumour slices' included, is taught as background); ``all`` pastes into the volumes as they are
+    (their real tumours are taught as background).
     """
 
     tumour_voxels: tuple[float, float] = (7000, 200000)  # mm^3 (= voxels at 1 mm), scaled to the run's spacing
@@ -144,7 +146,8 @@ class Sim2RealSettings:
     # (1e-2 there and here); both with the ``unet`` poly decay (the code: ReduceLROnPlateau)
     optimizer: str = "sgd"
     layer_decomposition: bool = True  # also predict the normal and tumour layers (L1 losses), as the code
-    host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | all
+    host_slices: str = "healthy"  # healthy | healthy_strict (by baselines.healthy_source) | ground_truth | all
+    host_margin_mm: float = 5.0  # host_slices=ground_truth: the real tumour grown by this much is out of the loss
     # sliding window on the preprocessed grid | resize (the brain to the patch size and back, as the
     # code's 128^3); the window overlap is ``unet.sw_overlap``
     inference: str = "sliding"
@@ -160,6 +163,8 @@ class Sim2RealSettings:
                 raise ValueError(f"sim2real.{name} must be a range 0 <= low <= high, got {(low, high)}")
         if self.blend[1] > 1 or self.tumour_voxels[0] <= 0:
             raise ValueError("sim2real.blend must lie in [0, 1] and tumour_voxels be positive")
+        if self.host_margin_mm < 0:
+            raise ValueError(f"sim2real.host_margin_mm must be >= 0, got {self.host_margin_mm}")
         if not 0 <= self.tumour_crop <= 1:
             raise ValueError(f"sim2real.tumour_crop must be in [0, 1], got {self.tumour_crop}")
         if self.optimizer not in SIM2REAL_OPTIMIZERS:

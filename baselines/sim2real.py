@@ -17,7 +17,10 @@ Where it departs from the paper and the code (``docs/DEPARTURES.md``, baselines)
   slices (``clip``, label-free) or the segmentation's (``ground_truth``, a GT switch);
   ``host_slices=healthy_strict`` drops those slices altogether, synthetic tumour included (the
   default's kept tumour voxels without their background raise the tumour's share of the loss);
-  ``host_slices=all`` pastes into the volumes as they are.
+  ``host_slices=ground_truth`` (a GT switch) drops only the segmentation's tumour grown by
+  ``host_margin_mm``, so the normal tissue beside and around the real tumour is taught as background
+  too (the slice rules leave out the middle of the brain, where the simulator pastes, in most
+  volumes); ``host_slices=all`` pastes into the volumes as they are.
 * **training**: the ``unet`` settings' network, patch size, batch and poly schedule (CLISC's
   U-Net, so the rows differ by their training data) with ``baselines.sim2real.optimizer`` (``sgd``:
   the ``unet`` settings'; ``adam``: the code's Adam), for ``baselines.sim2real.epochs`` epochs (the
@@ -41,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -54,6 +58,8 @@ from clisc.data.preprocessing import Volume
 from clisc.errors import DataError
 from clisc.pipeline.context import RunContext
 from clisc.pipeline.curves import HISTORY_FILE, EpochRecorder, read_history
+from clisc.pipeline.settings import GROUND_TRUTH
+from clisc.pipeline.steps_cam import labelled_volumes
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
 from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, check_patch, epoch_seed, patch_loader,
@@ -65,18 +71,35 @@ CHECKPOINT_NAME = "sim2real_training.pt"
 LAYERS = 2  # extra output channels with layer decomposition: normal layer, tumour layer
 
 
-def loss_weight(shape: tuple[int, int, int], tumour: np.ndarray, healthy_z: np.ndarray | None,
+HostRegion = np.ndarray | None  # healthy slices ``Z'`` int, healthy voxels ``XxYxZ`` bool, or None (all)
+
+
+def loss_weight(shape: tuple[int, int, int], tumour: np.ndarray, healthy_z: HostRegion,
                 keep_tumour: bool = True) -> np.ndarray:
     """``XxYxZ`` float32 weight of each voxel in the loss: 1 on the ``healthy_z`` slices (all slices
     when None) and, with ``keep_tumour``, inside the synthetic ``tumour`` ``XxYxZ``; 0 elsewhere (real
-    tumour may be there)."""
+    tumour may be there). ``healthy_z`` may instead be an ``XxYxZ`` bool mask of the voxels that count
+    (:func:`host_voxels`): 1 there, synthetic tumour or not, 0 elsewhere."""
     if healthy_z is None:
         return np.ones(shape, np.float32)
+    if healthy_z.dtype == bool:
+        if healthy_z.shape != tuple(shape):
+            raise ValueError(f"healthy voxel mask {healthy_z.shape} does not match the volume {tuple(shape)}")
+        return healthy_z.astype(np.float32)
     weight = np.zeros(shape, np.float32)
     weight[:, :, np.asarray(healthy_z, int)] = 1.0
     if keep_tumour:
         weight[tumour] = 1.0
     return weight
+
+
+def host_voxels(label: np.ndarray, spacing: tuple[float, float, float], margin_mm: float) -> np.ndarray:
+    """``XxYxZ`` bool: the voxels farther than ``margin_mm`` from the segmentation's tumour (``label``
+    ``XxYxZ``, > 0 is tumour); all of them when it has none."""
+    tumour = np.asarray(label) > 0
+    if not tumour.any():
+        return np.ones(tumour.shape, bool)
+    return ndimage.distance_transform_edt(~tumour, sampling=spacing) > margin_mm
 
 
 def _patch(arrays: list[np.ndarray], tumour: np.ndarray, patch: tuple[int, int, int], tumour_crop: float,
@@ -118,7 +141,7 @@ class SyntheticTumourPatches(Dataset):
     layers ``2xPxPxP`` float32 (the host volume, the tumour layer).
     """
 
-    def __init__(self, volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | None], settings: Sim2RealSettings,
+    def __init__(self, volumes: Sequence[Volume], healthy_z: Sequence[HostRegion], settings: Sim2RealSettings,
                  unet: UNetSettings, seed: int, steps: int, first_epoch: int = 0):
         if len(volumes) == 0 or len(volumes) != len(healthy_z):
             raise ValueError(f"need one healthy-slice entry per volume (and a volume): "
@@ -199,7 +222,7 @@ def build_optimizer(model: nn.Module, settings: Sim2RealSettings, unet: UNetSett
     return torch.optim.SGD(model.parameters(), lr=unet.lr, momentum=unet.momentum, weight_decay=unet.weight_decay)
 
 
-def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[np.ndarray | None], settings: Sim2RealSettings,
+def train_sim2real(volumes: Sequence[Volume], healthy_z: Sequence[HostRegion], settings: Sim2RealSettings,
                    unet: UNetSettings, seed: int, device: str | torch.device = "cpu", progress: bool = True,
                    checkpoint_dir: Path | None = None, run_id: str = "",
                    on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> nn.Module:
@@ -298,24 +321,45 @@ def training_key(unet: UNetSettings) -> dict:
     return {k: v for k, v in result_settings(read).items() if k not in ("inference", "sw_overlap")}
 
 
+def network_inputs(ctx: RunContext) -> tuple[dict, list[str], Callable[[], list[HostRegion]]]:
+    """What keys the Sim2Real network (settings, input keys) and, called when it is trained, the host
+    region of each training volume (:func:`loss_weight`'s ``healthy_z``)."""
+    settings = ctx.settings.baselines.sim2real
+    volumes = ctx.volumes("train")
+    inputs = [ctx.volumes_key]
+    if settings.host_slices == GROUND_TRUTH:
+        volumes = labelled_volumes(ctx, "train", "baselines.sim2real.host_slices=ground_truth")
+        inputs.append(f"host-voxels-gt-{ctx.volumes_key}")
+
+        def hosts() -> list[HostRegion]:
+            return [host_voxels(v.label, v.spacing, settings.host_margin_mm) for v in volumes]
+    elif settings.host_slices != "all":
+        healthy_key, healthy = healthy_slices(ctx)
+        inputs.append(healthy_key)
+
+        def hosts() -> list[HostRegion]:
+            return [healthy[c] for c in volumes.case_ids]
+    else:
+        def hosts() -> list[HostRegion]:
+            return [None] * len(volumes)
+    # training never infers; the margin is read only with host_slices=ground_truth (earlier keys unchanged)
+    unread = {"inference"} | ({"host_margin_mm"} if settings.host_slices != GROUND_TRUTH else set())
+    training = {k: v for k, v in dataclasses.asdict(settings).items() if k not in unread}
+    return {"sim2real": training, "unet": training_key(sim2real_unet(ctx)), "seed": ctx.seed}, inputs, hosts
+
+
 def trained_network(ctx: RunContext) -> tuple[str, nn.Module]:
     """The cached Sim2Real network trained on the training split (resumable per epoch)."""
     settings = ctx.settings.baselines.sim2real
     unet = sim2real_unet(ctx)
-    volumes = ctx.volumes("train")
-    inputs, healthy = [ctx.volumes_key], None
-    if settings.host_slices != "all":
-        healthy_key, healthy = healthy_slices(ctx)
-        inputs.append(healthy_key)
-    training = {k: v for k, v in dataclasses.asdict(settings).items() if k != "inference"}  # training never infers
-    key_settings = {"sim2real": training, "unet": training_key(unet), "seed": ctx.seed}
+    key_settings, inputs, hosts = network_inputs(ctx)
     key = ctx.key("sim2real_network", key_settings, inputs)
 
     def compute(out: Path) -> None:
-        healthy_z = [None if healthy is None else healthy[c] for c in volumes.case_ids]
+        volumes = ctx.volumes("train")
         scratch = ctx.scratch("sim2real_network", key)
         curve = EpochRecorder(scratch / HISTORY_FILE)
-        model = train_sim2real(volumes, healthy_z, settings, unet, ctx.seed, ctx.device, ctx.progress,
+        model = train_sim2real(volumes, hosts(), settings, unet, ctx.seed, ctx.device, ctx.progress,
                                checkpoint_dir=scratch, run_id=key, on_epoch=curve)
         curve.write(out / HISTORY_FILE)
         torch.save(model.state_dict(), out / "model.pt")

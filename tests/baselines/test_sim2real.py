@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from baselines.settings import Sim2RealSettings
-from baselines.sim2real import (SyntheticTumourPatches, TumourLogits, build_network, build_optimizer, loss_weight,
-                                sim2real_loss, train_sim2real, training_key)
+from baselines.sim2real import (SyntheticTumourPatches, TumourLogits, build_network, build_optimizer, host_voxels,
+                                loss_weight, network_inputs, sim2real_loss, train_sim2real, training_key)
 from clisc.data.preprocessing import Volume
 from clisc.errors import DataError
 from clisc.pipeline.run import run_method
@@ -35,6 +35,24 @@ def test_loss_weight_keeps_healthy_slices_and_the_synthetic_tumour() -> None:
     assert loss_weight(tumour.shape, tumour, None).min() == 1
     strict = loss_weight(tumour.shape, tumour, np.array([0, 1]), keep_tumour=False)
     assert strict[:, :, :2].min() == 1 and strict[:, :, 2:].sum() == 0
+
+
+def test_host_voxels_leave_out_the_real_tumour_and_its_margin_only() -> None:
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[8:12, 8:12, 8:12] = 2
+    host = host_voxels(label, (2.0, 2.0, 2.0), margin_mm=4.0)
+    assert not host[label > 0].any() and not host[6, 10, 10] and host[5, 10, 10]  # 4 mm = 2 voxels out, 6 mm in
+    assert not host[10, 10, 6] and host[10, 10, 5] and host[0].all()  # the tumour's own slices count beside it
+    assert host_voxels(label, (2.0, 2.0, 2.0), margin_mm=0.0).sum() == label.size - 64
+    assert host_voxels(np.zeros_like(label), (1.0, 1.0, 1.0), 5.0).all()
+    tumour = np.zeros(label.shape, bool)
+    tumour[9:11, 2:12, 9:11] = True  # a synthetic tumour reaching into the real one
+    weight = loss_weight(label.shape, tumour, host)
+    assert weight.dtype == np.float32 and np.array_equal(weight == 1, host)  # counted only outside the margin
+    with pytest.raises(ValueError, match="does not match the volume"):
+        loss_weight((20, 20, 19), tumour[..., :19], host)
+    with pytest.raises(ValueError, match="host_margin_mm"):
+        Sim2RealSettings(host_margin_mm=-1.0)
 
 
 def test_masked_voxels_do_not_change_the_loss_or_its_gradient() -> None:
@@ -132,6 +150,25 @@ def test_runs_end_to_end_label_free_and_with_ground_truth_hosts(synthetic_datase
     gt = run_method("sim2real", synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache", progress=False,
                     echo=lambda _: None, overrides={"baselines.healthy_source": "ground_truth"})
     assert gt.tags["label_free"] == "false" and gt.tags["gt_switches"] == "baselines.healthy_source=ground_truth"
+    voxels = run_method("sim2real", synthetic_dataset, profile="tiny", cache_root=tmp_path / "cache", progress=False,
+                        echo=lambda _: None, overrides={"baselines.sim2real.host_slices": "ground_truth"})
+    assert voxels.tags["gt_switches"] == "baselines.sim2real.host_slices=ground_truth"
+    assert voxels.params["baselines.sim2real.host_margin_mm"] == 5.0
+
+
+def test_network_key_reads_the_margin_only_with_ground_truth_hosts(synthetic_dataset: Path, tmp_path: Path) -> None:
+    from clisc.pipeline.context import RunContext
+    from clisc.pipeline.settings import resolve_settings
+    keys = {}
+    for name, overrides in {"slices": {}, "slices_margin": {"baselines.sim2real.host_margin_mm": 9.0},
+                            "voxels": {"baselines.sim2real.host_slices": "ground_truth"},
+                            "voxels_margin": {"baselines.sim2real.host_slices": "ground_truth",
+                                              "baselines.sim2real.host_margin_mm": 9.0}}.items():
+        ctx = RunContext(synthetic_dataset, resolve_settings(profile="tiny", overrides=overrides), 0, tmp_path,
+                         "cpu", progress=False, echo=lambda _: None)
+        settings, inputs, _ = network_inputs(ctx)
+        keys[name] = ctx.key("sim2real_network", settings, inputs)
+    assert keys["slices"] == keys["slices_margin"] and len({keys["slices"], keys["voxels"], keys["voxels_margin"]}) == 3
 
 
 @pytest.mark.parametrize("unread", [{"augment": "intensity"}, {"foreground_fraction": 0.5}, {"loss": "dice_ce"},
