@@ -41,6 +41,6 @@ for _method in (
            protocol_scope=OWN),
     Method("3d_if", "baselines.implicit_field:segment", "3D IF", gt_switches=(HEALTHY,), protocol_scope=OWN),
     Method("sim2real", "baselines.sim2real:segment", "Sim2Real", gt_switches=(HEALTHY, "baselines.sim2real.host_slices"),
-           protocol_scope=OWN),
+           gt_switches_when={HEALTHY: "baselines.sim2real.host_slices=healthy|healthy_strict"}, protocol_scope=OWN),
 ):
     register_method(_method)

@@ -31,8 +31,9 @@ class Method:
     label_free: bool = True  # False for rows that read ground truth by design (references)
     # dotted settings through which this method can read ground truth (see ``ground_truth_uses``)
     gt_switches: tuple[str, ...] = PIPELINE_GT_SWITCHES
-    # switch -> a boolean setting of the method that must be on for that switch to read ground truth
-    # (MedCLIP-SAM's U-Net, and so ``gt.select_checkpoints_on_gt``, exists only with weak supervision)
+    # switch -> the condition under which that switch reads ground truth: a boolean setting that must be on
+    # (MedCLIP-SAM's U-Net, and so ``gt.select_checkpoints_on_gt``, exists only with weak supervision) or
+    # ``key=a|b``, the values of a setting that read it (Sim2Real reads healthy slices only for some hosts)
     gt_switches_when: Mapping[str, str] = field(default_factory=dict)
     # key prefixes of the protocol layer that reach this method; None: all of them. A protocol is
     # CLISC's (its paper or its public code): a baseline follows its own code under every protocol, so

@@ -212,17 +212,26 @@ def setting(settings: Settings, key: str) -> Any:
 def ground_truth_uses(settings: Settings, switches: Iterable[str], when: Mapping[str, str] | None = None
                       ) -> list[str]:
     """The ground-truth uses among the dotted ``switches`` (a method's ``gt_switches``): a switch is
-    active when its value is ``True`` or ``"ground_truth"`` and the boolean setting ``when[switch]``
-    (a method's ``gt_switches_when``), if any, is on. Names: the field for ``gt.*`` switches
+    active when its value is ``True`` or ``"ground_truth"`` and the condition ``when[switch]`` (a
+    method's ``gt_switches_when``), if any, holds: a boolean setting that is on, or ``key=a|b``, a
+    setting whose value is one of those listed. Names: the field for ``gt.*`` switches
     (``gate_cams_with_gt``), ``key=value`` otherwise (``baselines.healthy_source=ground_truth``)."""
     uses = []
     for key in switches:
         value = setting(settings, key)
-        if when and key in when and setting(settings, when[key]) is not True:
+        if when and key in when and not _holds(settings, when[key]):
             continue
         if value is True or value == GROUND_TRUTH:
             uses.append(key.split(".", 1)[1] if key.startswith("gt.") else f"{key}={value}")
     return uses
+
+
+def _holds(settings: Settings, condition: str) -> bool:
+    """``"a.b"``: the boolean setting is on; ``"a.b=x|y"``: the setting's value is x or y."""
+    key, sep, values = condition.partition("=")
+    if not sep:
+        return setting(settings, key) is True
+    return str(setting(settings, key)) in values.split("|")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

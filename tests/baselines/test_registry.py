@@ -39,6 +39,19 @@ def test_ground_truth_uses_name_each_active_switch(overrides: dict, uses: list[s
     assert ground_truth_uses(settings, switches) == uses
 
 
+@pytest.mark.parametrize("hosts,uses", [
+    ("healthy", ["baselines.healthy_source=ground_truth"]),
+    ("healthy_strict", ["baselines.healthy_source=ground_truth"]),
+    ("ground_truth", ["baselines.sim2real.host_slices=ground_truth"]),  # healthy slices not read then
+    ("all", []),
+])
+def test_sim2real_names_the_healthy_source_only_when_its_hosts_read_it(hosts: str, uses: list[str]) -> None:
+    method = get_method("sim2real")
+    settings = resolve_settings("paper", "tiny", {"baselines.healthy_source": GROUND_TRUTH,
+                                                  "baselines.sim2real.host_slices": hosts})
+    assert ground_truth_uses(settings, method.gt_switches, method.gt_switches_when) == uses
+
+
 def test_a_method_only_answers_for_its_own_switches() -> None:
     """CLISC does not read the baselines' healthy source, so setting it leaves CLISC label-free."""
     settings = resolve_settings("paper", "tiny", {"baselines.healthy_source": GROUND_TRUTH})

@@ -21,7 +21,7 @@ SWITCHES = sorted(set(PIPELINE_GT_SWITCHES).union(*(m.gt_switches for m in all_m
 # options that open code paths of their own (and so more ways to read labels) beyond a method's defaults
 VARIANTS: dict[str, list[dict]] = {
     "medclip_sam": [{"baselines.medclip_sam.weak_supervision": True, "baselines.medclip_sam.finetune": True}],
-    "sim2real": [{"baselines.sim2real.host_slices": "healthy_strict"}],
+    "sim2real": [{"baselines.sim2real.host_slices": hosts} for hosts in ("healthy_strict", "all")],
     "salip": [{"baselines.salip.slices": "clip"}],
 }
 
