@@ -10,7 +10,10 @@ holds a real tumour), and a paste that merges with the real tumour has no well-d
 
 Printed per paste: the Dice against the pasted mask with the run's post-processing and on the raw
 network output, and the predicted / pasted voxel counts (over- or under-segmentation), all on the
-voxels outside the case's real tumour (which the network may also find); the paste's blend and
+voxels outside the case's real tumour (which the network may also find); the raw output's Dice on the
+voxels farther than ``--rim`` mm (default 5) from the real tumour (``far``: the real tumour's border
+zone is the real task, not the synthetic one, and a network trained with ``host_slices=ground_truth``
+never sees it labelled; a paste ``--clearance`` away lies wholly in it); the paste's blend and
 intensity draws; then the mean Dice. Issue 16 asks for >= 0.8 at the ``cpu`` profile. Example (one
 fold of the 12 sample cases, healthy slices from the segmentation, i.e. the GT switch of the measured
 Sim2Real row)::
@@ -61,12 +64,14 @@ def clear_paste(volume: Volume, real: np.ndarray, clearance_mm: float, settings:
 class PasteScore(NamedTuple):
     """One synthetic tumour in a held-out volume: Dice and predicted voxels with the run's post-processing
     (``dice``, ``predicted``) and on the network's raw output (``dice_raw``, ``predicted_raw``), voxels
-    outside the real tumour only; the pasted voxels; the paste's draws (how visible it is)."""
+    outside the real tumour only; the raw output's Dice farther than the rim from it (``dice_far``);
+    the pasted voxels; the paste's draws (how visible it is)."""
 
     case_id: str
     paste: int
     dice: float
     dice_raw: float
+    dice_far: float
     predicted: int
     predicted_raw: int
     pasted: int
@@ -74,9 +79,11 @@ class PasteScore(NamedTuple):
     intensity: float
 
 
-def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0) -> list[PasteScore]:
+def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0,
+                   rim_mm: float = 5.0) -> list[PasteScore]:
     """A :class:`PasteScore` for each of ``pastes`` synthetic tumours in each test volume of ``ctx``, each
-    ``clearance_mm`` from the real tumour; a paste that finds no such place is left out. Both scores are
+    ``clearance_mm`` from the real tumour (``dice_far``: voxels more than ``rim_mm`` from it); a paste that
+    finds no such place is left out. Both scores are
     given because the largest-component rule keeps the real tumour, when the network finds it, and drops
     a smaller paste beside it."""
     _, network = trained_network(ctx)
@@ -85,6 +92,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
     rows = []
     for volume in ctx.volumes("test"):
         real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
+        far = ndimage.distance_transform_edt(~real, sampling=volume.spacing) > rim_mm if real.any() else ~real
         for paste in range(pastes):
             rng = np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])
             sim = clear_paste(volume, real, clearance_mm, settings, rng)
@@ -94,6 +102,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
             processed = postprocess(raw, recipe) & ~real
             truth, raw = sim.mask & ~real, raw & ~real
             rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
+                                   dice(raw & far, truth & far),
                                    int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity))
     return rows
 
@@ -109,6 +118,8 @@ def main() -> None:
     parser.add_argument("--pastes", type=int, default=3, help="synthetic tumours per test volume")
     parser.add_argument("--clearance", type=float, default=10.0, metavar="MM",
                         help="paste at least this far from the case's real tumour (0: anywhere in the brain)")
+    parser.add_argument("--rim", type=float, default=5.0, metavar="MM",
+                        help="the far score leaves out voxels this close to the real tumour")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     overrides = {"foundation.weights": "random", **dict(parse_override(text) for text in args.overrides)}
@@ -116,14 +127,16 @@ def main() -> None:
     ctx = RunContext(args.data, settings, 0, args.cache, args.device, progress=False, echo=print,
                      split_path=args.split)
     start = time.time()
-    rows = synthetic_dice(ctx, args.pastes, clearance_mm=args.clearance)
+    rows = synthetic_dice(ctx, args.pastes, clearance_mm=args.clearance, rim_mm=args.rim)
     postprocessing = resolve(sim2real_unet(ctx)).postprocess
     for r in rows:
-        print(f"{r.case_id} paste {r.paste}: Dice {r.dice:.3f} ({postprocessing}), {r.dice_raw:.3f} (raw); "
+        print(f"{r.case_id} paste {r.paste}: Dice {r.dice:.3f} ({postprocessing}), {r.dice_raw:.3f} (raw), "
+              f"{r.dice_far:.3f} (raw, > {args.rim:g} mm from the real tumour); "
               f"{r.predicted} / {r.predicted_raw} voxels predicted, {r.pasted} pasted "
               f"(blend {r.blend:.2f}, intensity {r.intensity:.2f} x the brain's mean)")
     print(f"mean synthetic Dice {np.mean([r.dice for r in rows]):.3f} ({postprocessing}), "
-          f"{np.mean([r.dice_raw for r in rows]):.3f} (raw network output) over {len(rows)} pastes "
+          f"{np.mean([r.dice_raw for r in rows]):.3f} (raw network output), {np.mean([r.dice_far for r in rows]):.3f} "
+          f"(raw, > {args.rim:g} mm from the real tumour) over {len(rows)} pastes "
           f"at least {args.clearance:g} mm from the real tumour ({time.time() - start:.0f} s, load average "
           f"{os.getloadavg()[0]:.1f}, sim2real {settings.baselines.sim2real.epochs} x "
           f"{settings.baselines.sim2real.iterations_per_epoch} steps)")

@@ -31,12 +31,15 @@ def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Pat
     ctx = RunContext(synthetic_dataset, settings, cache_root=tmp_path, progress=False, echo=lambda _: None)
     rows = module.synthetic_dice(ctx, pastes=2)
     assert [(r.case_id, r.paste) for r in rows] == [(c, p) for c in ctx.split["test"] for p in (0, 1)]
-    assert all(0.0 <= r.dice <= 1.0 and 0.0 <= r.dice_raw <= 1.0 and r.pasted > 0 for r in rows)
+    assert all(0.0 <= r.dice <= 1.0 and 0.0 <= r.dice_raw <= 1.0 and 0.0 <= r.dice_far <= 1.0 and r.pasted > 0
+               for r in rows)
     assert all(0 <= r.predicted <= r.predicted_raw for r in rows)  # post-processing only removes voxels
     sim2real = settings.baselines.sim2real
     assert all(sim2real.blend[0] <= r.blend <= sim2real.blend[1]
                and sim2real.intensity[0] <= r.intensity <= sim2real.intensity[1] for r in rows)
     assert rows == module.synthetic_dice(ctx, pastes=2)  # seeded pastes, cached network
+    # a rim of 0 mm scores what the raw score scores
+    assert [r.dice_far for r in module.synthetic_dice(ctx, pastes=2, rim_mm=0.0)] == [r.dice_raw for r in rows]
 
 
 def test_clear_pastes_keep_their_distance_from_the_real_tumour(synthetic_dataset: Path, tmp_path: Path) -> None:
