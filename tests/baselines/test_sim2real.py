@@ -179,3 +179,10 @@ def test_network_key_ignores_the_supervised_recipe_it_does_not_train_with(unread
     assert training_key(UNetSettings(**unread)) == training_key(UNetSettings())
     assert training_key(UNetSettings(lr=0.02)) != training_key(UNetSettings())
     assert training_key(UNetSettings(patch_size=(64, 64, 64))) != training_key(UNetSettings())
+
+
+def test_only_the_cpu_profile_trains_on_ground_truth_hosts() -> None:
+    from clisc.pipeline.settings import resolve_settings
+    assert resolve_settings(profile="cpu").baselines.sim2real.host_slices == "ground_truth"  # docs/REAL_DATA.md
+    for protocol in ("paper", "official"):
+        assert resolve_settings(protocol, "paper").baselines.sim2real.host_slices == "healthy"
