@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from baselines.sim2real import segment_volume, sim2real_unet, trained_network
+from baselines.sim2real import host_voxels, segment_volume, sim2real_unet, trained_network
 from baselines.settings import Sim2RealSettings
 from baselines.tumour_simulator import SimulatedTumour, simulate_tumour
 from clisc.data.preprocessing import Volume
@@ -92,7 +92,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
     rows = []
     for volume in ctx.volumes("test"):
         real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
-        far = ndimage.distance_transform_edt(~real, sampling=volume.spacing) > rim_mm if real.any() else ~real
+        far = host_voxels(real, volume.spacing, rim_mm)
         for paste in range(pastes):
             rng = np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])
             sim = clear_paste(volume, real, clearance_mm, settings, rng)
