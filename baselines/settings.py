@@ -113,6 +113,7 @@ class ImplicitFieldSettings:
 
 HOST_SLICES = ("healthy", "healthy_strict", "ground_truth", "all")
 SIM2REAL_OPTIMIZERS = ("sgd", "adam")
+SIM2REAL_AUGMENTATIONS = ("flips", "intensity")
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ class Sim2RealSettings:
     epochs: int = 400
     iterations_per_epoch: int | None = None  # None: one pass over the training volumes per epoch
     tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
+    # flips: the code's axial rot90 / flips of the patch; intensity: + nnU-Net's noise, blur, brightness,
+    # contrast and gamma on the input patch (clisc.stages.unet_recipe.intensity_transforms; layer targets clean)
+    augment: str = "flips"
     # sgd: the ``unet`` settings' SGD (lr, momentum, weight decay); adam: the code's Adam at ``unet.lr``
     # (1e-2 there and here); both with the ``unet`` poly decay (the code: ReduceLROnPlateau)
     optimizer: str = "sgd"
@@ -151,6 +155,10 @@ class Sim2RealSettings:
     # sliding window on the preprocessed grid | resize (the brain to the patch size and back, as the
     # code's 128^3); the window overlap is ``unet.sw_overlap``
     inference: str = "sliding"
+    # the tumour probability above which a voxel is tumour (0.5: the argmax, the code's), and the test-time
+    # mirroring of the sliding window ("flips": the softmax averaged over X/Y flips, as unet.test_time)
+    threshold: float = 0.5
+    test_time: str = "none"
 
     def __post_init__(self) -> None:
         if self.inference not in ("sliding", "resize"):
@@ -169,6 +177,12 @@ class Sim2RealSettings:
             raise ValueError(f"sim2real.tumour_crop must be in [0, 1], got {self.tumour_crop}")
         if self.optimizer not in SIM2REAL_OPTIMIZERS:
             raise ValueError(f"sim2real.optimizer must be one of {SIM2REAL_OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"sim2real.threshold must be in (0, 1), got {self.threshold}")
+        if self.test_time not in ("none", "flips"):
+            raise ValueError(f"sim2real.test_time must be 'none' or 'flips', got {self.test_time!r}")
+        if self.augment not in SIM2REAL_AUGMENTATIONS:
+            raise ValueError(f"sim2real.augment must be one of {SIM2REAL_AUGMENTATIONS}, got {self.augment!r}")
 
 
 SLICE_GATES = ("clip", "all", "ground_truth")

@@ -25,12 +25,15 @@ Where it departs from the paper and the code (``docs/DEPARTURES.md``, baselines)
   U-Net, so the rows differ by their training data) with ``baselines.sim2real.optimizer`` (``sgd``:
   the ``unet`` settings'; ``adam``: the code's Adam), for ``baselines.sim2real.epochs`` epochs (the
   code: Adam 1e-2 with ReduceLROnPlateau, 500 epochs with early stopping on the training loss, its
-  own U-Net). Patches of ``unet.patch_size`` with random axial rot90 / flips, a share
+  own U-Net). Patches of ``unet.patch_size`` with random axial rot90 / flips (``augment=intensity``
+  adds nnU-Net's intensity augmentation of the input; the code has none), a share
   ``tumour_crop`` centred on the synthetic tumour (the code resizes the whole brain to 128^3, so its
   tumour is always in view); the last epoch is kept (the code keeps the best test Dice).
 * **inference**: ``baselines.sim2real.inference``: sliding window on the preprocessed grid
   (default; the code resizes the brain to 128^3: ``resize``), masked to the brain; Sim2Real's own
   setting, so CLISC's ``unet.inference`` (``resize`` in its ``official`` protocol) never reaches it.
+  ``threshold`` (0.5: the code's argmax) and ``test_time`` (``flips``: nnU-Net's mirroring) are its
+  own too.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from monai.transforms import Compose
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -62,6 +66,7 @@ from clisc.pipeline.settings import GROUND_TRUTH
 from clisc.pipeline.steps_cam import labelled_volumes
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
+from clisc.stages.unet_recipe import intensity_transforms
 from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, check_patch, epoch_seed, patch_loader,
                                  poly_lr_step, predict_volume, prediction_settings, result_settings)
 
@@ -130,6 +135,14 @@ def _patch(arrays: list[np.ndarray], tumour: np.ndarray, patch: tuple[int, int, 
     return out
 
 
+def augment_intensity(image: np.ndarray, seed: int) -> np.ndarray:
+    """``1xPxPxP`` float32 input patch after nnU-Net's intensity augmentation
+    (:func:`~clisc.stages.unet_recipe.intensity_transforms`), drawn from ``seed`` only."""
+    transform = Compose(intensity_transforms())
+    transform.set_random_state(seed=seed)
+    return np.asarray(torch.as_tensor(transform({"image": torch.from_numpy(image)})["image"]), np.float32)
+
+
 class SyntheticTumourPatches(Dataset):
     """Training patches with a fresh synthetic tumour each, for epochs ``first_epoch ..
     settings.epochs - 1`` (``steps`` x ``batch_size`` items an epoch).
@@ -165,6 +178,8 @@ class SyntheticTumourPatches(Dataset):
         image, label, weight, layers = _patch(
             [sim.image[None], sim.mask.astype(np.int64), weight, np.stack([volume.image, sim.tumour_layer])],
             sim.mask, self.unet.patch_size, self.settings.tumour_crop, rng)
+        if self.settings.augment == "intensity":
+            image = augment_intensity(image, int(rng.integers(2 ** 31)))
         return (torch.from_numpy(image.astype(np.float32)), torch.from_numpy(label),
                 torch.from_numpy(weight), torch.from_numpy(layers.astype(np.float32)))
 
@@ -294,19 +309,22 @@ def _load_checkpoint(path: Path, run_id: str, model: nn.Module, optimizer: torch
     return int(saved["epoch"])
 
 
-def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, device: str | torch.device) -> np.ndarray:
+def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, device: str | torch.device,
+                   threshold: float = 0.5) -> np.ndarray:
     """Tumour mask ``XxYxZ`` bool of a volume: ``unet.inference`` (sliding window by default) of the
-    class logits, argmax, inside the brain."""
-    return predict_volume(TumourLogits(network), volume.image, unet, device).astype(bool) & brain_of(volume)
+    class logits, argmax (or tumour probability > ``threshold``), inside the brain."""
+    labels = predict_volume(TumourLogits(network), volume.image, unet, device,
+                            threshold=None if threshold == 0.5 else threshold)
+    return labels.astype(bool) & brain_of(volume)
 
 
 def sim2real_unet(ctx: RunContext) -> UNetSettings:
     """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, its
-    own ``inference`` (not CLISC's ``unet.inference``) and its own patch augmentation (axial rot90 /
-    flips of its patches, whatever CLISC's ``unet.augmentation``)."""
-    inference = ctx.settings.baselines.sim2real.inference
-    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=inference,
-                               augmentation=UNetSettings.augmentation)
+    own ``inference`` and ``test_time`` (not CLISC's ``unet.inference`` / ``unet.test_time``) and its own
+    patch augmentation (axial rot90 / flips of its patches, whatever CLISC's ``unet.augmentation``)."""
+    settings = ctx.settings.baselines.sim2real
+    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=settings.inference,
+                               test_time=settings.test_time, augmentation=UNetSettings.augmentation)
 
 
 # recipe ingredients of the supervised U-Net's training that Sim2Real's does not read: it crops, augments
@@ -342,8 +360,10 @@ def network_inputs(ctx: RunContext) -> tuple[dict, list[str], Callable[[], list[
     else:
         def hosts() -> list[HostRegion]:
             return [None] * len(volumes)
-    # training never infers; the margin is read only with host_slices=ground_truth (earlier keys unchanged)
-    unread = {"inference"} | ({"host_margin_mm"} if settings.host_slices != GROUND_TRUTH else set())
+    # training never infers (inference, threshold, test_time); the margin is read only with host_slices=ground_truth and the augmentation keyed
+    # only when it is not the code's flips (earlier keys unchanged)
+    unread = ({"inference", "threshold", "test_time"} | ({"host_margin_mm"} if settings.host_slices != GROUND_TRUTH else set())
+              | ({"augment"} if settings.augment == "flips" else set()))
     training = {k: v for k, v in dataclasses.asdict(settings).items() if k not in unread}
     return {"sim2real": training, "unet": training_key(sim2real_unet(ctx)), "seed": ctx.seed}, inputs, hosts
 
@@ -378,8 +398,11 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     network_key, network = trained_network(ctx)
     unet = sim2real_unet(ctx)
 
-    def run(volume: Volume) -> np.ndarray:
-        return segment_volume(network, volume, unet, ctx.device)
+    threshold = ctx.settings.baselines.sim2real.threshold
 
-    settings = {"split": split, **prediction_settings(unet)}
+    def run(volume: Volume) -> np.ndarray:
+        return segment_volume(network, volume, unet, ctx.device, threshold)
+
+    # the threshold is keyed only when it is not the argmax's 0.5 (earlier keys unchanged)
+    settings = {"split": split, **prediction_settings(unet), **({"threshold": threshold} if threshold != 0.5 else {})}
     return per_case_stage(ctx, "sim2real", settings, [network_key, ctx.volumes_key], ctx.volumes(split), run)

@@ -80,8 +80,8 @@ class PasteScore(NamedTuple):
 
 
 def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0,
-                   rim_mm: float = 5.0) -> list[PasteScore]:
-    """A :class:`PasteScore` for each of ``pastes`` synthetic tumours in each test volume of ``ctx``, each
+                   rim_mm: float = 5.0, split: str = "test") -> list[PasteScore]:
+    """A :class:`PasteScore` for each of ``pastes`` synthetic tumours in each ``split`` volume of ``ctx``, each
     ``clearance_mm`` from the real tumour (``dice_far``: voxels more than ``rim_mm`` from it); a paste that
     finds no such place is left out. Both scores are
     given because the largest-component rule keeps the real tumour, when the network finds it, and drops
@@ -90,7 +90,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
     settings, unet = ctx.settings.baselines.sim2real, sim2real_unet(ctx)
     raw_unet, recipe = dataclasses.replace(unet, postprocess="none"), resolve(unet)
     rows = []
-    for volume in ctx.volumes("test"):
+    for volume in ctx.volumes(split):
         real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
         far = host_voxels(real, volume.spacing, rim_mm)
         for paste in range(pastes):
@@ -98,7 +98,8 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
             sim = clear_paste(volume, real, clearance_mm, settings, rng)
             if sim is None:
                 continue
-            raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device)
+            raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device,
+                                 settings.threshold)
             processed = postprocess(raw, recipe) & ~real
             truth, raw = sim.mask & ~real, raw & ~real
             rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
@@ -120,6 +121,9 @@ def main() -> None:
                         help="paste at least this far from the case's real tumour (0: anywhere in the brain)")
     parser.add_argument("--rim", type=float, default=5.0, metavar="MM",
                         help="the far score leaves out voxels this close to the real tumour")
+    parser.add_argument("--volumes", choices=("test", "train"), default="test",
+                        help="paste into the held-out volumes (the benchmark) or the training hosts (to choose "
+                             "an inference setting such as baselines.sim2real.threshold without the test fold)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     overrides = {"foundation.weights": "random", **dict(parse_override(text) for text in args.overrides)}
@@ -127,7 +131,7 @@ def main() -> None:
     ctx = RunContext(args.data, settings, 0, args.cache, args.device, progress=False, echo=print,
                      split_path=args.split)
     start = time.time()
-    rows = synthetic_dice(ctx, args.pastes, clearance_mm=args.clearance, rim_mm=args.rim)
+    rows = synthetic_dice(ctx, args.pastes, clearance_mm=args.clearance, rim_mm=args.rim, split=args.volumes)
     postprocessing = resolve(sim2real_unet(ctx)).postprocess
     for r in rows:
         print(f"{r.case_id} paste {r.paste}: Dice {r.dice:.3f} ({postprocessing}), {r.dice_raw:.3f} (raw), "
@@ -136,7 +140,7 @@ def main() -> None:
               f"(blend {r.blend:.2f}, intensity {r.intensity:.2f} x the brain's mean)")
     print(f"mean synthetic Dice {np.mean([r.dice for r in rows]):.3f} ({postprocessing}), "
           f"{np.mean([r.dice_raw for r in rows]):.3f} (raw network output), {np.mean([r.dice_far for r in rows]):.3f} "
-          f"(raw, > {args.rim:g} mm from the real tumour) over {len(rows)} pastes "
+          f"(raw, > {args.rim:g} mm from the real tumour) over {len(rows)} pastes into the {args.volumes} volumes "
           f"at least {args.clearance:g} mm from the real tumour ({time.time() - start:.0f} s, load average "
           f"{os.getloadavg()[0]:.1f}, sim2real {settings.baselines.sim2real.epochs} x "
           f"{settings.baselines.sim2real.iterations_per_epoch} steps)")

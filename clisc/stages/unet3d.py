@@ -34,7 +34,8 @@ from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
 from clisc.stages.unet_augment import AUGMENTATIONS, patch_transform
 from clisc.stages.unet_official import ACTIVATIONS, OfficialUNet3D
-from clisc.stages.unet_recipe import SegmentationLoss, first_sample, postprocess, resolve, test_time_predictor
+from clisc.stages.unet_recipe import (Recipe, SegmentationLoss, first_sample, postprocess, resolve,
+                                      test_time_predictor)
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +351,20 @@ def _load_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: 
     return {"epoch": int(saved["epoch"]), "best_dice": float(saved["best_dice"]), "best_model": saved["best_model"]}
 
 
+def class_labels(scores: torch.Tensor, recipe: Recipe, threshold: float | None = None) -> torch.Tensor:
+    """``BxXxYxZ`` int64 labels of two-class scores ``Bx2xXxYxZ`` (logits, or softmax with the recipe's
+    ``test_time`` "flips"): the argmax, or with ``threshold`` the voxels whose tumour probability exceeds it
+    (0.5 is the argmax)."""
+    if threshold is None:
+        return scores.argmax(dim=1)
+    probability = scores.softmax(dim=1) if recipe.test_time == "none" else scores
+    return (probability[:, 1] > threshold).long()
+
+
 def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
-                   device: str | torch.device = "cpu") -> np.ndarray:
-    """Label map ``XxYxZ`` uint8 (argmax of the two classes) of an ``XxYxZ`` float32 image.
+                   device: str | torch.device = "cpu", threshold: float | None = None) -> np.ndarray:
+    """Label map ``XxYxZ`` uint8 (argmax of the two classes, or tumour probability > ``threshold``) of an
+    ``XxYxZ`` float32 image.
 
     "sliding": MONAI sliding-window inference, window ``patch_size``, overlap ``sw_overlap``, gaussian
     blending (a volume smaller than the window is padded). "resize": the public code's
@@ -380,12 +392,12 @@ def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
             tensor = torch.from_numpy(image)[None, None].to(device)
             logits = sliding_window_inference(tensor, roi_size=settings.patch_size, sw_batch_size=settings.batch_size,
                                               predictor=forward, overlap=settings.sw_overlap, mode="gaussian")
-            prediction = torch.as_tensor(logits).argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+            prediction = class_labels(torch.as_tensor(logits), recipe, threshold)[0].cpu().numpy().astype(np.uint8)
         elif settings.inference == "resize":
             factors = [p / s for p, s in zip(settings.patch_size, image.shape)]
             small = ndi.zoom(image, factors, order=0)
             logits = forward(torch.from_numpy(small)[None, None].to(device))
-            small_labels = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+            small_labels = class_labels(logits, recipe, threshold)[0].cpu().numpy().astype(np.uint8)
             back = [s / p for s, p in zip(image.shape, small_labels.shape)]
             prediction = ndi.zoom(small_labels, back, order=0)
         else:

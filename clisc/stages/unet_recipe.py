@@ -115,12 +115,18 @@ def training_transform(patch_size: tuple[int, int, int], recipe: Recipe = RECIPE
               RandFlipd(KEYS, prob=0.5, spatial_axis=0),
               RandFlipd(KEYS, prob=0.5, spatial_axis=1)]
     if recipe.augment in ("intensity", "nnunet"):
-        steps += [RandGaussianNoised("image", prob=0.1, std=0.1),
-                  RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
-                  RandScaleIntensityd("image", prob=0.15, factors=0.25),
-                  RandScaleIntensityFixedMeand("image", prob=0.15, factors=0.25, preserve_range=True),
-                  RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5))]
+        steps += intensity_transforms()
     return Compose(steps)
+
+
+def intensity_transforms() -> list:
+    """nnU-Net's intensity augmentation of the ``"image"`` key, in its order and probabilities (see
+    :func:`training_transform`): noise, blur, brightness, contrast, gamma."""
+    return [RandGaussianNoised("image", prob=0.1, std=0.1),
+            RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+            RandScaleIntensityd("image", prob=0.15, factors=0.25),
+            RandScaleIntensityFixedMeand("image", prob=0.15, factors=0.25, preserve_range=True),
+            RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5))]
 
 
 def first_sample(sample: dict | list) -> dict:

@@ -104,6 +104,26 @@ def test_patches_are_deterministic_and_carry_the_synthetic_tumour() -> None:
         SyntheticTumourPatches(volumes, [None], settings, UNET, seed=3, steps=2)
 
 
+def test_intensity_augmentation_changes_only_the_input_and_is_seeded() -> None:
+    """``augment=intensity``: the same patch, label, loss weight and (clean) layer targets as ``flips``; the
+    input differs on the items whose draws fire, identically on every call."""
+    volumes = [_volume("a"), _volume("b")]
+    plain, augmented = (SyntheticTumourPatches(volumes, [None, None], Sim2RealSettings(epochs=2, augment=augment,
+                                                                                     iterations_per_epoch=4),
+                                               UNET, seed=3, steps=4) for augment in ("flips", "intensity"))
+    changed = 0
+    for k in range(len(plain)):
+        a, b = plain[k], augmented[k]
+        for x, y in zip(a[1:], b[1:]):
+            assert torch.equal(x, y)
+        assert b[0].shape == a[0].shape and b[0].dtype == torch.float32 and torch.isfinite(b[0]).all()
+        assert all(torch.equal(x, y) for x, y in zip(b, augmented[k]))
+        changed += not torch.equal(a[0], b[0])
+    assert 0 < changed < len(plain)  # each transform fires with its probability (about 2 items in 3)
+    with pytest.raises(ValueError, match="sim2real.augment"):
+        Sim2RealSettings(augment="nnunet")
+
+
 @pytest.mark.parametrize("decomposition,channels", [(True, 4), (False, 2)])
 def test_network_outputs_classes_and_layers(decomposition: bool, channels: int) -> None:
     network = build_network(Sim2RealSettings(layer_decomposition=decomposition), UNET)
@@ -156,19 +176,25 @@ def test_runs_end_to_end_label_free_and_with_ground_truth_hosts(synthetic_datase
     assert voxels.params["baselines.sim2real.host_margin_mm"] == 5.0
 
 
-def test_network_key_reads_the_margin_only_with_ground_truth_hosts(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_network_key_reads_the_margin_and_augmentation_only_when_set(synthetic_dataset: Path, tmp_path: Path) -> None:
     from clisc.pipeline.context import RunContext
     from clisc.pipeline.settings import resolve_settings
     keys = {}
     for name, overrides in {"slices": {}, "slices_margin": {"baselines.sim2real.host_margin_mm": 9.0},
                             "voxels": {"baselines.sim2real.host_slices": "ground_truth"},
                             "voxels_margin": {"baselines.sim2real.host_slices": "ground_truth",
-                                              "baselines.sim2real.host_margin_mm": 9.0}}.items():
+                                              "baselines.sim2real.host_margin_mm": 9.0},
+                            "flips": {"baselines.sim2real.augment": "flips"},
+                            "intensity": {"baselines.sim2real.augment": "intensity"},
+                            "inference": {"baselines.sim2real.threshold": 0.8, "baselines.sim2real.test_time": "flips"}
+                            }.items():
         ctx = RunContext(synthetic_dataset, resolve_settings(profile="tiny", overrides=overrides), 0, tmp_path,
                          "cpu", progress=False, echo=lambda _: None)
         settings, inputs, _ = network_inputs(ctx)
         keys[name] = ctx.key("sim2real_network", settings, inputs)
     assert keys["slices"] == keys["slices_margin"] and len({keys["slices"], keys["voxels"], keys["voxels_margin"]}) == 3
+    assert keys["flips"] == keys["slices"] != keys["intensity"]  # the code's flips keep the keys made before augment
+    assert keys["inference"] == keys["slices"]  # how the network is applied does not retrain it
 
 
 @pytest.mark.parametrize("unread", [{"augment": "intensity"}, {"foreground_fraction": 0.5}, {"loss": "dice_ce"},
@@ -179,6 +205,30 @@ def test_network_key_ignores_the_supervised_recipe_it_does_not_train_with(unread
     assert training_key(UNetSettings(**unread)) == training_key(UNetSettings())
     assert training_key(UNetSettings(lr=0.02)) != training_key(UNetSettings())
     assert training_key(UNetSettings(patch_size=(64, 64, 64))) != training_key(UNetSettings())
+
+
+def test_threshold_and_mirroring_are_sim2real_s_own(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """``baselines.sim2real.threshold`` / ``test_time`` make the row's masks (keyed only when set); CLISC's
+    ``unet.test_time`` does not reach Sim2Real."""
+    from baselines.sim2real import segment, sim2real_unet
+    from clisc.pipeline.context import RunContext
+    from clisc.pipeline.settings import resolve_settings
+
+    def run(overrides: dict) -> tuple[RunContext, str, dict]:
+        ctx = RunContext(synthetic_dataset, resolve_settings(profile="tiny", overrides=overrides), 0,
+                         tmp_path / "cache", "cpu", progress=False, echo=lambda _: None)
+        return ctx, *segment(ctx, "test")
+
+    ctx, plain_key, plain = run({})
+    _, default_key, _ = run({"baselines.sim2real.threshold": 0.5, "unet.test_time": "flips"})
+    assert default_key == plain_key and sim2real_unet(ctx).test_time == "none"
+    _, strict_key, strict = run({"baselines.sim2real.threshold": 0.9})
+    assert strict_key != plain_key and all(strict[c].sum() <= plain[c].sum() for c in plain)
+    mirrored_ctx, mirrored_key, _ = run({"baselines.sim2real.test_time": "flips"})
+    assert mirrored_key not in (plain_key, strict_key) and sim2real_unet(mirrored_ctx).test_time == "flips"
+    for bad in ({"threshold": 1.0}, {"threshold": 0.0}, {"test_time": "rot90"}):
+        with pytest.raises(ValueError, match="sim2real"):
+            Sim2RealSettings(**bad)
 
 
 def test_only_the_cpu_profile_trains_on_ground_truth_hosts() -> None:

@@ -40,6 +40,8 @@ def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Pat
     assert rows == module.synthetic_dice(ctx, pastes=2)  # seeded pastes, cached network
     # a rim of 0 mm scores what the raw score scores
     assert [r.dice_far for r in module.synthetic_dice(ctx, pastes=2, rim_mm=0.0)] == [r.dice_raw for r in rows]
+    # the training hosts instead (to choose an inference setting without the test fold)
+    assert [r.case_id for r in module.synthetic_dice(ctx, pastes=1, split="train")] == list(ctx.split["train"])
 
 
 def test_clear_pastes_keep_their_distance_from_the_real_tumour(synthetic_dataset: Path, tmp_path: Path) -> None:

@@ -237,6 +237,21 @@ def test_predict_volume_keeps_geometry(inference, shape):
         assert unet3d.dice(prediction, image > 0) > 0.85
 
 
+@pytest.mark.parametrize("test_time", ["none", "flips"])
+def test_predict_volume_thresholds_the_tumour_probability(test_time):
+    """``threshold`` t: tumour where softmax > t (SignOfImage: sigmoid(image) > t, i.e. image > logit(t)),
+    on logits and on the mirrored softmax alike; 0.5 is the argmax."""
+    z = np.linspace(-3.0, 3.0, 20, dtype=np.float32) + 0.01
+    image = np.broadcast_to(z, (18, 16, 20)).copy()  # varies along Z only, so X/Y mirroring changes nothing
+    settings = dataclasses.replace(TINY, test_time=test_time)
+    argmax = predict_volume(SignOfImage(), image, settings)
+    np.testing.assert_array_equal(predict_volume(SignOfImage(), image, settings, threshold=0.5), argmax)
+    np.testing.assert_array_equal(argmax, (image > 0).astype(np.uint8))
+    strict = predict_volume(SignOfImage(), image, settings, threshold=float(1 / (1 + np.exp(-1.0))))
+    np.testing.assert_array_equal(strict, (image > 1.0).astype(np.uint8))
+    assert 0 < strict.sum() < argmax.sum()
+
+
 def test_predict_volume_rejects_unknown_inference():
     with pytest.raises(ValueError, match="inference"):
         predict_volume(SignOfImage(), np.ones((16, 16, 16), np.float32),
