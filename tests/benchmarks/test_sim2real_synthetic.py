@@ -34,6 +34,7 @@ def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Pat
     assert all(0.0 <= r.dice <= 1.0 and 0.0 <= r.dice_raw <= 1.0 and 0.0 <= r.dice_far <= 1.0 and r.pasted > 0
                for r in rows)
     assert all(0 <= r.predicted <= r.predicted_raw for r in rows)  # post-processing only removes voxels
+    assert all(np.isfinite(r.contrast) for r in rows)
     sim2real = settings.baselines.sim2real
     assert all(sim2real.blend[0] <= r.blend <= sim2real.blend[1]
                and sim2real.intensity[0] <= r.intensity <= sim2real.intensity[1] for r in rows)
@@ -42,6 +43,22 @@ def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Pat
     assert [r.dice_far for r in module.synthetic_dice(ctx, pastes=2, rim_mm=0.0)] == [r.dice_raw for r in rows]
     # the training hosts instead (to choose an inference setting without the test fold)
     assert [r.case_id for r in module.synthetic_dice(ctx, pastes=1, split="train")] == list(ctx.split["train"])
+
+
+def test_contrast_measures_how_far_a_paste_stands_above_its_surroundings() -> None:
+    module = sys.modules.get("sim2real_synthetic") or _load()
+    brain = np.ones((20, 20, 20), bool)
+    image = np.random.default_rng(0).standard_normal(brain.shape).astype(np.float32)
+    mask = np.zeros(brain.shape, bool)
+    mask[8:12, 8:12, 8:12] = True
+    contrasts = []
+    for lift in (0.0, 2.0):
+        pasted = np.where(mask, image + lift, image)
+        sim = module.SimulatedTumour(pasted, mask, np.where(mask, pasted, 0), 1.0, 0.5, 1.0)
+        contrasts.append(module.paste_contrast(sim, brain, (2.0, 2.0, 2.0)))
+    assert abs(contrasts[0]) < 0.5 and 1.5 < contrasts[1] < 2.5
+    assert np.isnan(module.paste_contrast(module.SimulatedTumour(image, ~brain, image, 1.0, 0.5, 1.0), brain,
+                                          (2.0, 2.0, 2.0)))
 
 
 def test_clear_pastes_keep_their_distance_from_the_real_tumour(synthetic_dataset: Path, tmp_path: Path) -> None:
