@@ -233,6 +233,8 @@ def test_threshold_and_mirroring_are_sim2real_s_own(synthetic_dataset: Path, tmp
 
 def test_only_the_cpu_profile_trains_on_ground_truth_hosts() -> None:
     from clisc.pipeline.settings import resolve_settings
-    assert resolve_settings(profile="cpu").baselines.sim2real.host_slices == "ground_truth"  # docs/REAL_DATA.md
+    cpu = resolve_settings(profile="cpu").baselines.sim2real
+    assert (cpu.host_slices, cpu.threshold, cpu.test_time) == ("ground_truth", 0.7, "flips")  # docs/REAL_DATA.md
     for protocol in ("paper", "official"):
-        assert resolve_settings(protocol, "paper").baselines.sim2real.host_slices == "healthy"
+        paper = resolve_settings(protocol, "paper").baselines.sim2real
+        assert (paper.host_slices, paper.threshold, paper.test_time, paper.augment) == ("healthy", 0.5, "none", "flips")
