@@ -48,7 +48,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from monai.transforms import Compose
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -66,7 +65,7 @@ from clisc.pipeline.settings import GROUND_TRUTH
 from clisc.pipeline.steps_cam import labelled_volumes
 from clisc.pipeline.steps_seg import per_case_stage
 from clisc.stages.slice_input import brain_of
-from clisc.stages.unet_recipe import intensity_transforms
+from clisc.stages.unet_recipe import augment_intensity
 from clisc.stages.unet3d import (NUM_CLASSES, UNetSettings, build_unet, check_patch, epoch_seed, patch_loader,
                                  poly_lr_step, predict_volume, prediction_settings, result_settings)
 
@@ -133,14 +132,6 @@ def _patch(arrays: list[np.ndarray], tumour: np.ndarray, patch: tuple[int, int, 
             a = np.flip(a, axis=-2)
         out.append(np.ascontiguousarray(a))
     return out
-
-
-def augment_intensity(image: np.ndarray, seed: int) -> np.ndarray:
-    """``1xPxPxP`` float32 input patch after nnU-Net's intensity augmentation
-    (:func:`~clisc.stages.unet_recipe.intensity_transforms`), drawn from ``seed`` only."""
-    transform = Compose(intensity_transforms())
-    transform.set_random_state(seed=seed)
-    return np.asarray(torch.as_tensor(transform({"image": torch.from_numpy(image)})["image"]), np.float32)
 
 
 class SyntheticTumourPatches(Dataset):
@@ -313,8 +304,7 @@ def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, devic
                    threshold: float = 0.5) -> np.ndarray:
     """Tumour mask ``XxYxZ`` bool of a volume: ``unet.inference`` (sliding window by default) of the
     class logits, argmax (or tumour probability > ``threshold``), inside the brain."""
-    labels = predict_volume(TumourLogits(network), volume.image, unet, device,
-                            threshold=None if threshold == 0.5 else threshold)
+    labels = predict_volume(TumourLogits(network), volume.image, unet, device, threshold)
     return labels.astype(bool) & brain_of(volume)
 
 
@@ -360,9 +350,10 @@ def network_inputs(ctx: RunContext) -> tuple[dict, list[str], Callable[[], list[
     else:
         def hosts() -> list[HostRegion]:
             return [None] * len(volumes)
-    # training never infers (inference, threshold, test_time); the margin is read only with host_slices=ground_truth and the augmentation keyed
-    # only when it is not the code's flips (earlier keys unchanged)
-    unread = ({"inference", "threshold", "test_time"} | ({"host_margin_mm"} if settings.host_slices != GROUND_TRUTH else set())
+    # training never infers (inference, threshold, test_time); the margin is read only with
+    # host_slices=ground_truth; the augmentation is keyed only when not the code's flips (earlier keys unchanged)
+    unread = ({"inference", "threshold", "test_time"}
+              | ({"host_margin_mm"} if settings.host_slices != GROUND_TRUTH else set())
               | ({"augment"} if settings.augment == "flips" else set()))
     training = {k: v for k, v in dataclasses.asdict(settings).items() if k not in unread}
     return {"sim2real": training, "unet": training_key(sim2real_unet(ctx)), "seed": ctx.seed}, inputs, hosts
@@ -397,7 +388,6 @@ def segment(ctx: RunContext, split: str) -> tuple[str, dict[str, np.ndarray]]:
     """The method's output on ``split``: the trained network's mask of each case (cached per case)."""
     network_key, network = trained_network(ctx)
     unet = sim2real_unet(ctx)
-
     threshold = ctx.settings.baselines.sim2real.threshold
 
     def run(volume: Volume) -> np.ndarray:

@@ -109,7 +109,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
     rows = []
     for volume in ctx.volumes(split):
         real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
-        far = host_voxels(real, volume.spacing, rim_mm)
+        far, brain = host_voxels(real, volume.spacing, rim_mm), brain_of(volume)
         for paste in range(pastes):
             rng = np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])
             sim = clear_paste(volume, real, clearance_mm, settings, rng)
@@ -122,7 +122,7 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
             rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
                                    dice(raw & far, truth & far),
                                    int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity,
-                                   paste_contrast(sim, brain_of(volume), volume.spacing)))
+                                   paste_contrast(sim, brain, volume.spacing)))
     return rows
 
 

@@ -34,7 +34,7 @@ from clisc.errors import DataError
 from clisc.evaluation.metrics import dice
 from clisc.stages.unet_augment import AUGMENTATIONS, patch_transform
 from clisc.stages.unet_official import ACTIVATIONS, OfficialUNet3D
-from clisc.stages.unet_recipe import (Recipe, SegmentationLoss, first_sample, postprocess, resolve,
+from clisc.stages.unet_recipe import (SegmentationLoss, class_labels, first_sample, postprocess, resolve,
                                       test_time_predictor)
 
 log = logging.getLogger(__name__)
@@ -351,18 +351,8 @@ def _load_checkpoint(path: Path, fingerprint: str, model: nn.Module, optimizer: 
     return {"epoch": int(saved["epoch"]), "best_dice": float(saved["best_dice"]), "best_model": saved["best_model"]}
 
 
-def class_labels(scores: torch.Tensor, recipe: Recipe, threshold: float | None = None) -> torch.Tensor:
-    """``BxXxYxZ`` int64 labels of two-class scores ``Bx2xXxYxZ`` (logits, or softmax with the recipe's
-    ``test_time`` "flips"): the argmax, or with ``threshold`` the voxels whose tumour probability exceeds it
-    (0.5 is the argmax)."""
-    if threshold is None:
-        return scores.argmax(dim=1)
-    probability = scores.softmax(dim=1) if recipe.test_time == "none" else scores
-    return (probability[:, 1] > threshold).long()
-
-
 def predict_volume(model: nn.Module, image: np.ndarray, settings: UNetSettings,
-                   device: str | torch.device = "cpu", threshold: float | None = None) -> np.ndarray:
+                   device: str | torch.device = "cpu", threshold: float = 0.5) -> np.ndarray:
     """Label map ``XxYxZ`` uint8 (argmax of the two classes, or tumour probability > ``threshold``) of an
     ``XxYxZ`` float32 image.
 

@@ -129,6 +129,13 @@ def intensity_transforms() -> list:
             RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5))]
 
 
+def augment_intensity(image: np.ndarray, seed: int) -> np.ndarray:
+    """``1xPxPxP`` float32 patch after :func:`intensity_transforms`, drawn from ``seed`` only."""
+    transform = Compose(intensity_transforms())
+    transform.set_random_state(seed=seed)
+    return np.asarray(torch.as_tensor(transform({"image": torch.from_numpy(image)})["image"]), np.float32)
+
+
 def first_sample(sample: dict | list) -> dict:
     """The one patch of a transform's output (``RandCropByPosNegLabeld`` returns a list of samples)."""
     return sample[0] if isinstance(sample, list) else sample
@@ -178,6 +185,16 @@ def test_time_predictor(forward: Callable[[torch.Tensor], torch.Tensor], recipe:
         return total / len(TEST_TIME_FLIPS)
 
     return mirrored
+
+
+def class_labels(scores: torch.Tensor, recipe: Recipe, threshold: float = 0.5) -> torch.Tensor:
+    """``BxXxYxZ`` int64 labels of two-class scores ``Bx2xXxYxZ`` (logits, or softmax with the recipe's
+    ``test_time`` "flips"): the argmax at ``threshold`` 0.5, else the voxels whose tumour probability
+    exceeds ``threshold``."""
+    if threshold == 0.5:
+        return scores.argmax(dim=1)
+    probability = scores.softmax(dim=1) if recipe.test_time == "none" else scores
+    return (probability[:, 1] > threshold).long()
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
