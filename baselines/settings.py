@@ -143,6 +143,9 @@ class Sim2RealSettings:
     epochs: int = 400
     iterations_per_epoch: int | None = None  # None: one pass over the training volumes per epoch
     tumour_crop: float = 0.5  # share of training patches centred on a synthetic-tumour voxel (others: random)
+    # the patch (and sliding window) of Sim2Real's network; () is the ``unet`` settings' (CLISC's U-Net). The code
+    # resizes the whole brain to 128^3, so its network always has the whole brain in view
+    patch_size: tuple[int, ...] = ()
     # flips: the code's axial rot90 / flips of the patch; intensity: + nnU-Net's noise, blur, brightness,
     # contrast and gamma on the input patch (clisc.stages.unet_recipe.intensity_transforms; layer targets clean)
     augment: str = "flips"
@@ -173,6 +176,8 @@ class Sim2RealSettings:
             raise ValueError("sim2real.blend must lie in [0, 1] and tumour_voxels be positive")
         if self.host_margin_mm < 0:
             raise ValueError(f"sim2real.host_margin_mm must be >= 0, got {self.host_margin_mm}")
+        if self.patch_size and (len(self.patch_size) != 3 or min(self.patch_size) < 1):
+            raise ValueError(f"sim2real.patch_size must be () or three positive sizes, got {self.patch_size}")
         if not 0 <= self.tumour_crop <= 1:
             raise ValueError(f"sim2real.tumour_crop must be in [0, 1], got {self.tumour_crop}")
         if self.optimizer not in SIM2REAL_OPTIMIZERS:

@@ -21,14 +21,15 @@ Where it departs from the paper and the code (``docs/DEPARTURES.md``, baselines)
   ``host_margin_mm``, so the normal tissue beside and around the real tumour is taught as background
   too (the slice rules leave out the middle of the brain, where the simulator pastes, in most
   volumes); ``host_slices=all`` pastes into the volumes as they are.
-* **training**: the ``unet`` settings' network, patch size, batch and poly schedule (CLISC's
-  U-Net, so the rows differ by their training data) with ``baselines.sim2real.optimizer`` (``sgd``:
+* **training**: the ``unet`` settings' network, batch and poly schedule (CLISC's U-Net, so the rows
+  differ by their training data) with ``baselines.sim2real.optimizer`` (``sgd``:
   the ``unet`` settings'; ``adam``: the code's Adam), for ``baselines.sim2real.epochs`` epochs (the
   code: Adam 1e-2 with ReduceLROnPlateau, 500 epochs with early stopping on the training loss, its
-  own U-Net). Patches of ``unet.patch_size`` with random axial rot90 / flips (``augment=intensity``
-  adds nnU-Net's intensity augmentation of the input; the code has none), a share
-  ``tumour_crop`` centred on the synthetic tumour (the code resizes the whole brain to 128^3, so its
-  tumour is always in view); the last epoch is kept (the code keeps the best test Dice).
+  own U-Net). Patches of ``baselines.sim2real.patch_size`` (default: ``unet.patch_size``; one that
+  holds the whole cropped brain is the code's view) with random axial rot90 / flips
+  (``augment=intensity`` adds nnU-Net's intensity augmentation of the input; the code has none), a
+  share ``tumour_crop`` centred on the synthetic tumour (the code resizes the whole brain to 128^3, so
+  its tumour is always in view); the last epoch is kept (the code keeps the best test Dice).
 * **inference**: ``baselines.sim2real.inference``: sliding window on the preprocessed grid
   (default; the code resizes the brain to 128^3: ``resize``), masked to the brain; Sim2Real's own
   setting, so CLISC's ``unet.inference`` (``resize`` in its ``official`` protocol) never reaches it.
@@ -310,11 +311,13 @@ def segment_volume(network: nn.Module, volume: Volume, unet: UNetSettings, devic
 
 def sim2real_unet(ctx: RunContext) -> UNetSettings:
     """The ``unet`` settings Sim2Real trains and predicts with: no checkpoint choice on labels, its
-    own ``inference`` and ``test_time`` (not CLISC's ``unet.inference`` / ``unet.test_time``) and its own
-    patch augmentation (axial rot90 / flips of its patches, whatever CLISC's ``unet.augmentation``)."""
-    settings = ctx.settings.baselines.sim2real
-    return dataclasses.replace(ctx.settings.unet, select_on_gt_validation=False, inference=settings.inference,
-                               test_time=settings.test_time, augmentation=UNetSettings.augmentation)
+    own ``inference``, ``test_time`` and ``patch_size`` when set (not CLISC's ``unet.inference`` /
+    ``unet.test_time``) and its own patch augmentation (axial rot90 / flips of its patches, whatever
+    CLISC's ``unet.augmentation``)."""
+    settings, unet = ctx.settings.baselines.sim2real, ctx.settings.unet
+    return dataclasses.replace(unet, select_on_gt_validation=False, inference=settings.inference,
+                               test_time=settings.test_time, augmentation=UNetSettings.augmentation,
+                               patch_size=tuple(settings.patch_size) or unet.patch_size)
 
 
 # recipe ingredients of the supervised U-Net's training that Sim2Real's does not read: it crops, augments
@@ -351,8 +354,9 @@ def network_inputs(ctx: RunContext) -> tuple[dict, list[str], Callable[[], list[
         def hosts() -> list[HostRegion]:
             return [None] * len(volumes)
     # training never infers (inference, threshold, test_time); the margin is read only with
-    # host_slices=ground_truth; the augmentation is keyed only when not the code's flips (earlier keys unchanged)
-    unread = ({"inference", "threshold", "test_time"}
+    # host_slices=ground_truth; the augmentation is keyed only when not the code's flips (earlier keys unchanged);
+    # the patch size is keyed as the unet's (sim2real_unet)
+    unread = ({"inference", "threshold", "test_time", "patch_size"}
               | ({"host_margin_mm"} if settings.host_slices != GROUND_TRUTH else set())
               | ({"augment"} if settings.augment == "flips" else set()))
     training = {k: v for k, v in dataclasses.asdict(settings).items() if k not in unread}

@@ -30,6 +30,7 @@ import dataclasses
 import os
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,6 +97,21 @@ class PasteScore(NamedTuple):
     contrast: float
 
 
+def clear_pastes(ctx: RunContext, split: str, pastes: int, seed: int, clearance_mm: float
+                 ) -> Iterator[tuple[Volume, np.ndarray, np.ndarray, int, SimulatedTumour]]:
+    """``(volume, real tumour, brain, paste index, paste)`` for each of ``pastes`` seeded pastes into each
+    ``split`` volume of ``ctx`` (:func:`clear_paste`; a paste that finds no place is left out)."""
+    settings = ctx.settings.baselines.sim2real
+    for volume in ctx.volumes(split):
+        real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
+        brain = brain_of(volume)
+        for paste in range(pastes):
+            rng = np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])
+            sim = clear_paste(volume, real, clearance_mm, settings, rng)
+            if sim is not None:
+                yield volume, real, brain, paste, sim
+
+
 def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0,
                    rim_mm: float = 5.0, split: str = "test") -> list[PasteScore]:
     """A :class:`PasteScore` for each of ``pastes`` synthetic tumours in each ``split`` volume of ``ctx``, each
@@ -106,24 +122,27 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
     _, network = trained_network(ctx)
     settings, unet = ctx.settings.baselines.sim2real, sim2real_unet(ctx)
     raw_unet, recipe = dataclasses.replace(unet, postprocess="none"), resolve(unet)
-    rows = []
-    for volume in ctx.volumes(split):
-        real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
-        far, brain = host_voxels(real, volume.spacing, rim_mm), brain_of(volume)
-        for paste in range(pastes):
-            rng = np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])
-            sim = clear_paste(volume, real, clearance_mm, settings, rng)
-            if sim is None:
-                continue
-            raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device,
-                                 settings.threshold)
-            processed = postprocess(raw, recipe) & ~real
-            truth, raw = sim.mask & ~real, raw & ~real
-            rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
-                                   dice(raw & far, truth & far),
-                                   int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity,
-                                   paste_contrast(sim, brain, volume.spacing)))
+    rows, far = [], {}
+    for volume, real, brain, paste, sim in clear_pastes(ctx, split, pastes, seed, clearance_mm):
+        if volume.case_id not in far:
+            far[volume.case_id] = host_voxels(real, volume.spacing, rim_mm)
+        raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device,
+                             settings.threshold)
+        processed = postprocess(raw, recipe) & ~real
+        truth, raw, outside = sim.mask & ~real, raw & ~real, far[volume.case_id]
+        rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
+                               dice(raw & outside, truth & outside),
+                               int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity,
+                               paste_contrast(sim, brain, volume.spacing)))
     return rows
+
+
+def paste_contrasts(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0,
+                    split: str = "test") -> list[tuple[str, int, float]]:
+    """``(case id, paste index, contrast)`` of the pastes :func:`synthetic_dice` scores, without a network:
+    how many of the simulator's draws a method can see at all."""
+    return [(volume.case_id, paste, paste_contrast(sim, brain, volume.spacing))
+            for volume, _, brain, paste, sim in clear_pastes(ctx, split, pastes, seed, clearance_mm)]
 
 
 def main() -> None:
@@ -142,6 +161,8 @@ def main() -> None:
     parser.add_argument("--volumes", choices=("test", "train"), default="test",
                         help="paste into the held-out volumes (the benchmark) or the training hosts (to choose "
                              "an inference setting such as baselines.sim2real.threshold without the test fold)")
+    parser.add_argument("--contrast-only", action="store_true",
+                        help="print the pastes' contrasts only (no network is trained or read)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     overrides = {"foundation.weights": "random", **dict(parse_override(text) for text in args.overrides)}
@@ -149,6 +170,15 @@ def main() -> None:
     ctx = RunContext(args.data, settings, 0, args.cache, args.device, progress=False, echo=print,
                      split_path=args.split)
     start = time.time()
+    if args.contrast_only:
+        contrasts = paste_contrasts(ctx, args.pastes, clearance_mm=args.clearance, split=args.volumes)
+        for case_id, paste, contrast in contrasts:
+            print(f"{case_id} paste {paste}: contrast {contrast:.2f}")
+        values = np.array([c for _, _, c in contrasts])
+        print(f"{len(values)} pastes into the {args.volumes} volumes at least {args.clearance:g} mm from the real "
+              f"tumour: contrast quartiles {np.round(np.quantile(values, [0.25, 0.5, 0.75]), 2).tolist()}, "
+              f"{np.mean(values < VISIBLE):.3f} of them below {VISIBLE:g} ({time.time() - start:.0f} s)")
+        return
     rows = synthetic_dice(ctx, args.pastes, clearance_mm=args.clearance, rim_mm=args.rim, split=args.volumes)
     postprocessing = resolve(sim2real_unet(ctx)).postprocess
     for r in rows:

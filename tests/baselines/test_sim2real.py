@@ -231,6 +231,32 @@ def test_threshold_and_mirroring_are_sim2real_s_own(synthetic_dataset: Path, tmp
             Sim2RealSettings(**bad)
 
 
+def test_patch_size_is_sim2real_s_own_and_keyed_as_the_unet_s(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """``baselines.sim2real.patch_size`` sets the patch and window of Sim2Real's network only (CLISC's U-Net
+    keeps ``unet.patch_size``); the network is keyed by the patch it trains on, whichever setting gave it."""
+    from baselines.sim2real import sim2real_unet
+    from clisc.pipeline.context import RunContext
+    from clisc.pipeline.settings import resolve_settings
+
+    def ctx(overrides: dict) -> RunContext:
+        return RunContext(synthetic_dataset, resolve_settings(profile="tiny", overrides=overrides), 0, tmp_path,
+                          "cpu", progress=False, echo=lambda _: None)
+
+    def key(c: RunContext) -> str:
+        settings, inputs, _ = network_inputs(c)
+        return c.key("sim2real_network", settings, inputs)
+
+    plain, own, shared = ctx({}), ctx({"baselines.sim2real.patch_size": [32, 32, 24]}), ctx({"unet.patch_size": [32, 32, 24]})
+    assert sim2real_unet(own).patch_size == (32, 32, 24) and own.settings.unet.patch_size == plain.settings.unet.patch_size
+    assert sim2real_unet(plain).patch_size == plain.settings.unet.patch_size
+    assert key(own) == key(shared) != key(plain)
+    patches = SyntheticTumourPatches([_volume()], [None], Sim2RealSettings(epochs=1), sim2real_unet(own), 0, steps=1)
+    assert patches[0][0].shape == (1, 32, 32, 24)
+    for bad in ((32, 32), (32, 0, 32)):
+        with pytest.raises(ValueError, match="sim2real.patch_size"):
+            Sim2RealSettings(patch_size=bad)
+
+
 def test_only_the_cpu_profile_trains_on_ground_truth_hosts() -> None:
     from clisc.pipeline.settings import resolve_settings
     cpu = resolve_settings(profile="cpu").baselines.sim2real

@@ -39,6 +39,8 @@ def test_one_dice_per_paste_and_test_case(synthetic_dataset: Path, tmp_path: Pat
     assert all(sim2real.blend[0] <= r.blend <= sim2real.blend[1]
                and sim2real.intensity[0] <= r.intensity <= sim2real.intensity[1] for r in rows)
     assert rows == module.synthetic_dice(ctx, pastes=2)  # seeded pastes, cached network
+    # the same pastes' contrasts without the network (--contrast-only)
+    assert module.paste_contrasts(ctx, pastes=2) == [(r.case_id, r.paste, r.contrast) for r in rows]
     # a rim of 0 mm scores what the raw score scores
     assert [r.dice_far for r in module.synthetic_dice(ctx, pastes=2, rim_mm=0.0)] == [r.dice_raw for r in rows]
     # the training hosts instead (to choose an inference setting without the test fold)
