@@ -246,8 +246,10 @@ def test_patch_size_is_sim2real_s_own_and_keyed_as_the_unet_s(synthetic_dataset:
         settings, inputs, _ = network_inputs(c)
         return c.key("sim2real_network", settings, inputs)
 
-    plain, own, shared = ctx({}), ctx({"baselines.sim2real.patch_size": [32, 32, 24]}), ctx({"unet.patch_size": [32, 32, 24]})
-    assert sim2real_unet(own).patch_size == (32, 32, 24) and own.settings.unet.patch_size == plain.settings.unet.patch_size
+    plain, own = ctx({}), ctx({"baselines.sim2real.patch_size": [32, 32, 24]})
+    shared = ctx({"unet.patch_size": [32, 32, 24]})
+    assert sim2real_unet(own).patch_size == (32, 32, 24)
+    assert own.settings.unet.patch_size == plain.settings.unet.patch_size
     assert sim2real_unet(plain).patch_size == plain.settings.unet.patch_size
     assert key(own) == key(shared) != key(plain)
     patches = SyntheticTumourPatches([_volume()], [None], Sim2RealSettings(epochs=1), sim2real_unet(own), 0, steps=1)
