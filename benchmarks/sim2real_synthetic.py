@@ -99,18 +99,16 @@ class PasteScore(NamedTuple):
 
 
 def clear_pastes(ctx: RunContext, split: str, pastes: int, seed: int, clearance_mm: float
-                 ) -> Iterator[tuple[Volume, np.ndarray, np.ndarray, int, SimulatedTumour]]:
-    """``(volume, real tumour, brain, paste index, paste)`` for each of ``pastes`` seeded pastes into each
-    ``split`` volume of ``ctx`` (:func:`clear_paste`; a paste that finds no place is left out)."""
+                 ) -> Iterator[tuple[Volume, np.ndarray, np.ndarray, list[tuple[int, SimulatedTumour]]]]:
+    """``(volume, real tumour, brain, [(paste index, paste), ...])`` for each ``split`` volume of ``ctx``:
+    ``pastes`` seeded pastes into it (:func:`clear_paste`; a paste that finds no place is left out)."""
     settings = ctx.settings.baselines.sim2real
     for volume in ctx.volumes(split):
         real = volume.label > 0 if volume.label is not None else np.zeros(volume.image.shape, bool)
-        brain = brain_of(volume)
-        for paste in range(pastes):
-            rng = np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])
-            sim = clear_paste(volume, real, clearance_mm, settings, rng)
-            if sim is not None:
-                yield volume, real, brain, paste, sim
+        placed = [(paste, clear_paste(volume, real, clearance_mm, settings,
+                                      np.random.default_rng([seed, paste, zlib.crc32(volume.case_id.encode())])))
+                  for paste in range(pastes)]
+        yield volume, real, brain_of(volume), [(paste, sim) for paste, sim in placed if sim is not None]
 
 
 def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm: float = 0.0,
@@ -123,18 +121,18 @@ def synthetic_dice(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm:
     _, network = trained_network(ctx)
     settings, unet = ctx.settings.baselines.sim2real, sim2real_unet(ctx)
     raw_unet, recipe = dataclasses.replace(unet, postprocess="none"), resolve(unet)
-    rows, far = [], {}
-    for volume, real, brain, paste, sim in clear_pastes(ctx, split, pastes, seed, clearance_mm):
-        if volume.case_id not in far:
-            far[volume.case_id] = host_voxels(real, volume.spacing, rim_mm)
-        raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device,
-                             settings.threshold)
-        processed = postprocess(raw, recipe) & ~real
-        truth, raw, outside = sim.mask & ~real, raw & ~real, far[volume.case_id]
-        rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
-                               dice(raw & outside, truth & outside),
-                               int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity,
-                               paste_contrast(sim, brain, volume.spacing)))
+    rows = []
+    for volume, real, brain, placed in clear_pastes(ctx, split, pastes, seed, clearance_mm):
+        far = host_voxels(real, volume.spacing, rim_mm)
+        for paste, sim in placed:
+            raw = segment_volume(network, dataclasses.replace(volume, image=sim.image), raw_unet, ctx.device,
+                                 settings.threshold)
+            processed = postprocess(raw, recipe) & ~real
+            truth, raw = sim.mask & ~real, raw & ~real
+            rows.append(PasteScore(volume.case_id, paste, dice(processed, truth), dice(raw, truth),
+                                   dice(raw & far, truth & far),
+                                   int(processed.sum()), int(raw.sum()), int(truth.sum()), sim.blend, sim.intensity,
+                                   paste_contrast(sim, brain, volume.spacing)))
     return rows
 
 
@@ -143,7 +141,8 @@ def paste_contrasts(ctx: RunContext, pastes: int, seed: int = 1234, clearance_mm
     """``(case id, paste index, contrast)`` of the pastes :func:`synthetic_dice` scores, without a network:
     how many of the simulator's draws a method can see at all."""
     return [(volume.case_id, paste, paste_contrast(sim, brain, volume.spacing))
-            for volume, _, brain, paste, sim in clear_pastes(ctx, split, pastes, seed, clearance_mm)]
+            for volume, _, brain, placed in clear_pastes(ctx, split, pastes, seed, clearance_mm)
+            for paste, sim in placed]
 
 
 def main() -> None:
